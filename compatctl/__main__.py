@@ -1,0 +1,3 @@
+from compatctl.cli import main
+
+main()

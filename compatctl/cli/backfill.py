@@ -1,0 +1,12 @@
+"""`compatctl backfill` (not built yet)."""
+
+import typer
+
+from compatctl.cli._util import app, guard, not_built
+
+
+@app.command("backfill", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@guard
+def backfill_cli(ctx: typer.Context) -> None:
+    """Not built yet in this version (see the README)."""
+    not_built("backfill")

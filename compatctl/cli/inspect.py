@@ -1,0 +1,39 @@
+"""`compatctl inspect`: what an artifact is, without loading it."""
+
+import json
+from pathlib import Path
+
+import typer
+
+from compatctl.cli._util import app, console, guard
+
+
+@app.command("inspect")
+@guard
+def inspect_cli(
+    path: Path = typer.Argument(..., help="A model, transform, embedding set or .npz/.safetensors embeddings."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Show kind, format version, dims, rows, fingerprint, config and provenance counts.
+
+    Example: compatctl inspect runs/old/model.safetensors
+    """
+    from compatctl.store.describe import describe
+
+    info = describe(path)
+    if as_json:
+        console.print_json(json.dumps(info, default=str))
+        return
+    from rich.table import Table
+
+    table = Table(title=str(path), show_header=False)
+    for key, value in info.items():
+        if key in ("path", "config"):
+            continue
+        table.add_row(key, json.dumps(value, default=str) if isinstance(value, (dict, list)) else str(value))
+    console.print(table)
+    if info.get("config"):
+        import yaml
+
+        console.print("[bold]config[/]")
+        console.print(yaml.safe_dump(info["config"], sort_keys=False).rstrip(), markup=False, highlight=False)

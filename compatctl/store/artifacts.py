@@ -1,0 +1,133 @@
+"""Single-file safetensors artifacts (models, transforms) with versioned JSON metadata.
+
+The header carries one string entry, ``compatctl``, holding JSON: ``format_version``, ``kind``,
+``fingerprint`` and whatever the writer adds (config, dims, architecture, lineage). Reading the
+header never loads the tensors. This module imports numpy and safetensors only; torch tensors
+are accepted when torch is already imported by the caller.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from compatctl.errors import BadInputError, IntegrityError
+
+FORMAT_VERSION = 1
+META_KEY = "compatctl"
+KINDS = ("model", "transform", "embeddings")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temp file in the same folder and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def fingerprint_arrays(arrays: dict[str, np.ndarray]) -> str:
+    """A stable hash of named arrays (names, dtypes, shapes and bytes): 16 hex characters."""
+    digest = hashlib.sha256()
+    for name in sorted(arrays):
+        array = np.ascontiguousarray(arrays[name])
+        digest.update(f"{name}|{array.dtype.str}|{array.shape}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()[:16]
+
+
+def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
+    """sha256 of a file, read in chunks (memory stays small)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _to_numpy(value: Any) -> np.ndarray:
+    if isinstance(value, np.ndarray):
+        return value
+    return value.detach().cpu().contiguous().numpy()  # a torch tensor
+
+
+def save_artifact(path: Path, tensors: dict[str, Any], kind: str, meta: dict) -> str:
+    """Atomically write ``tensors`` (numpy or torch) and metadata; return the fingerprint.
+
+    The fingerprint is a hash of the tensors, so it names the weights, not the file.
+    """
+    from safetensors.numpy import save
+
+    arrays = {name: np.ascontiguousarray(_to_numpy(t)) for name, t in tensors.items()}
+    fingerprint = fingerprint_arrays(arrays)
+    header = {"format_version": FORMAT_VERSION, "kind": kind, "fingerprint": fingerprint, **meta}
+    atomic_write_bytes(Path(path), save(arrays, metadata={META_KEY: json.dumps(header, sort_keys=True)}))
+    return fingerprint
+
+
+def read_header(path: Path) -> dict:
+    """The compatctl metadata of a safetensors file, or ``{}`` for a foreign safetensors file.
+
+    Raises BadInputError if the file is missing or is not safetensors at all.
+    """
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise BadInputError(f"{path}: file not found")
+    try:
+        with safe_open(str(path), framework="numpy") as handle:
+            meta = handle.metadata() or {}
+    except Exception as exc:  # safetensors raises several types for corrupt files
+        raise IntegrityError(f"{path}: not a readable safetensors file ({exc}); "
+                             "re-create it with the command that wrote it") from None
+    if META_KEY not in meta:
+        return {}
+    try:
+        header = json.loads(meta[META_KEY])
+    except json.JSONDecodeError:
+        raise IntegrityError(f"{path}: compatctl metadata is not valid JSON; re-create the file") from None
+    version = header.get("format_version")
+    if version != FORMAT_VERSION:
+        raise BadInputError(f"{path}: format_version {version!r} is not supported by this compatctl "
+                            f"(reads {FORMAT_VERSION}); re-create it or upgrade compatctl")
+    return header
+
+
+def expect_kind(path: Path, kind: str) -> dict:
+    """Read the header and check it is a compatctl artifact of ``kind``; return the header."""
+    header = read_header(path)
+    found = header.get("kind")
+    if found != kind:
+        what = f"a {found}" if found else "not a compatctl artifact"
+        raise BadInputError(f"{path}: expected a {kind} file but this is {what}; "
+                            f"pass the {kind} written by compatctl")
+    return header
+
+
+def load_arrays(path: Path) -> dict[str, np.ndarray]:
+    """All tensors of a safetensors file as numpy arrays (loads the whole file)."""
+    from safetensors.numpy import load_file
+
+    try:
+        return load_file(str(path))
+    except Exception as exc:
+        raise IntegrityError(f"{path}: cannot read tensors ({exc}); re-create the file") from None
