@@ -1,0 +1,100 @@
+"""Training pairs for a transform: rows of the old, new (and side-info) sets matched by id.
+
+Pairing needs every row in memory (``read_all``): fitting a transform uses a sample of the
+gallery (tens or hundreds of thousands of rows), not the whole gallery.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from compatctl.errors import BadInputError
+from compatctl.store import EmbeddingBlock, check_rows, open_embeddings
+
+
+@dataclasses.dataclass
+class Pairs:
+    """Matched rows: ``old[i]``, ``new[i]``, ``side_info[i]`` and ``labels[i]`` share ``ids[i]``."""
+
+    old: np.ndarray
+    new: np.ndarray
+    ids: np.ndarray
+    side_info: np.ndarray | None = None
+    labels: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def take(self, index: np.ndarray) -> "Pairs":
+        pick = lambda a: None if a is None else a[index]  # noqa: E731
+        return Pairs(self.old[index], self.new[index], self.ids[index], pick(self.side_info), pick(self.labels))
+
+
+@dataclasses.dataclass
+class PairedSources:
+    """The pairs plus what the artifact records about their sources."""
+
+    pairs: Pairs
+    old_rows: int
+    new_rows: int
+    old_fingerprint: str | None
+    new_fingerprint: str | None
+    side_info_fingerprint: str | None
+
+
+def read_checked(path: Path | str):
+    """Open an embedding source and read all rows, rejecting NaN/Inf and duplicate ids."""
+    source = open_embeddings(path)
+    block = source.read_all()
+    check_rows(str(path), block.embeddings, block.ids, block.labels)
+    return source, block
+
+
+def pair_by_id(old_path, new_path, side_info_path=None, *, min_matched: int = 1) -> PairedSources:
+    """Match old and new rows by id (and take side-info rows for the same ids).
+
+    Raises BadInputError when no ids overlap, fewer than ``min_matched`` pairs match, or the
+    side-info set does not cover every id of the old set.
+    """
+    old_source, old = read_checked(old_path)
+    new_source, new = read_checked(new_path)
+    common, old_index, new_index = np.intersect1d(old.ids, new.ids, assume_unique=True, return_indices=True)
+    if len(common) == 0:
+        raise BadInputError(f"{old_path} and {new_path} share no ids; embed the same items with both models "
+                            "(ids must match) and pass those sets")
+    if len(common) < min_matched:
+        raise BadInputError(f"only {len(common)} ids of {old_path} match {new_path}, fewer than "
+                            f"min_matched={min_matched}; embed more shared items or lower min_matched")
+    side_info, side_fingerprint = None, None
+    if side_info_path is not None:
+        side_source, side = read_checked(side_info_path)
+        side_info = _rows_for_ids(side, old.ids, side_info_path, old_path)[old_index]
+        side_fingerprint = side_source.model_fingerprint
+    labels = new.labels[new_index] if new.labels is not None else (
+        old.labels[old_index] if old.labels is not None else None)
+    pairs = Pairs(old.embeddings[old_index], new.embeddings[new_index], common, side_info, labels)
+    return PairedSources(pairs, len(old), len(new), old_source.model_fingerprint,
+                         new_source.model_fingerprint, side_fingerprint)
+
+
+def _rows_for_ids(side: EmbeddingBlock, ids: np.ndarray, side_path, old_path) -> np.ndarray:
+    """Side-info embeddings in the order of ``ids``; every id must be present."""
+    order = np.argsort(side.ids, kind="stable")
+    sorted_ids = side.ids[order]
+    where = np.clip(np.searchsorted(sorted_ids, ids), 0, len(sorted_ids) - 1)
+    found = sorted_ids[where] == ids
+    if not found.all():
+        missing = ids[~found]
+        raise BadInputError(f"{side_path} lacks side-info for {len(missing)} ids of {old_path} "
+                            f"(e.g. {missing[:5].tolist()}); embed every old item with the side-info model")
+    return side.embeddings[order[where]]
+
+
+def split_validation(count: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Shuffled (train, validation) row indices; validation gets ``fraction`` of rows (at least 1 if > 0)."""
+    order = np.random.default_rng(seed).permutation(count)
+    held = 0 if fraction <= 0 else min(count - 1, max(1, int(round(fraction * count))))
+    return np.sort(order[held:]), np.sort(order[:held])
