@@ -1,0 +1,81 @@
+"""Tensor-side image transforms: uint8 NHWC -> NCHW, train augmentation, normalization.
+
+Normalization statistics are computed on the training images once and stored in the model's
+metadata, so ``embed`` reproduces exactly the preprocessing the model was trained with.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+
+PAD = 4  # random-crop padding in pixels (the standard CIFAR augmentation)
+
+
+@dataclasses.dataclass
+class Normalization:
+    """Per-channel mean and std of pixel values scaled to [0, 1]."""
+
+    mean: list[float]
+    std: list[float]
+
+    def to_dict(self) -> dict:
+        return {"mean": [float(m) for m in self.mean], "std": [float(s) for s in self.std]}
+
+    @staticmethod
+    def from_dict(values: dict | None) -> "Normalization | None":
+        """The Normalization stored in metadata; None when the metadata has none."""
+        if not values:
+            return None
+        return Normalization(list(values["mean"]), list(values["std"]))
+
+
+def compute_normalization(images: np.ndarray, chunk: int = 4096) -> Normalization:
+    """Per-channel mean/std of uint8 NHWC ``images`` (in chunks, so memory stays small)."""
+    channels = images.shape[-1]
+    total = np.zeros(channels)
+    squares = np.zeros(channels)
+    for start in range(0, len(images), chunk):
+        pixels = images[start:start + chunk].reshape(-1, channels).astype(np.float64) / 255.0
+        total += pixels.sum(axis=0)
+        squares += np.square(pixels).sum(axis=0)
+    count = max(1, images.size // channels)
+    mean = total / count
+    std = np.sqrt(np.maximum(squares / count - mean**2, 0.0))
+    return Normalization(mean.tolist(), np.maximum(std, 1e-3).tolist())
+
+
+def to_tensor(images: np.ndarray) -> torch.Tensor:
+    """uint8 NHWC numpy -> uint8 NCHW torch (a copy laid out contiguously)."""
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous()
+
+
+def augment(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Random crop (4-pixel zero padding) and horizontal flip of a uint8 NCHW batch.
+
+    Vectorised over the batch (one gather); the same generator state gives the same output.
+    The random draws come from ``generator`` on the CPU, then move to the batch's device.
+    """
+    size, channels, height, width = batch.shape
+    padded = torch.nn.functional.pad(batch, (PAD, PAD, PAD, PAD))
+    offsets = torch.randint(0, 2 * PAD + 1, (2, size), generator=generator)
+    flip = torch.rand(size, generator=generator) < 0.5
+    rows = offsets[0][:, None] + torch.arange(height)
+    cols = offsets[1][:, None] + torch.arange(width)
+    cols = torch.where(flip[:, None], cols.flip(1), cols)
+    rows, cols = rows.to(batch.device), cols.to(batch.device)
+    index_n = torch.arange(size, device=batch.device)[:, None, None, None]
+    index_c = torch.arange(channels, device=batch.device)[None, :, None, None]
+    return padded[index_n, index_c, rows[:, None, :, None], cols[:, None, None, :]]
+
+
+def normalize(batch: torch.Tensor, norm: Normalization | None) -> torch.Tensor:
+    """uint8 NCHW -> float32 ``(x / 255 - mean) / std``; only ``/ 255`` when ``norm`` is None."""
+    scaled = batch.float().div_(255.0)
+    if norm is None:
+        return scaled
+    mean = torch.tensor(norm.mean, dtype=torch.float32, device=batch.device).view(1, -1, 1, 1)
+    std = torch.tensor(norm.std, dtype=torch.float32, device=batch.device).view(1, -1, 1, 1)
+    return scaled.sub_(mean).div_(std)
