@@ -1,12 +1,46 @@
-"""`compatctl embed` (not built yet)."""
+"""`compatctl embed`: a model's embeddings of one split of DATA, as a resumable embedding set."""
+
+from pathlib import Path
 
 import typer
 
-from compatctl.cli._util import app, guard, not_built
+from compatctl.cli._util import app, console, guard, make_progress
 
 
-@app.command("embed", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@app.command("embed")
 @guard
-def embed_cli(ctx: typer.Context) -> None:
-    """Not built yet in this version (see the README)."""
-    not_built("embed")
+def embed_cli(
+    model: Path = typer.Argument(..., help="Model .safetensors written by train-new."),
+    data: str = typer.Argument(..., help="Image-folder directory, .tar.gz, .npz or builtin[:key=value,...]."),
+    out: Path = typer.Option(..., "--out", help="Embedding-set directory to write (re-run to resume)."),
+    split: str = typer.Option("test", "--split", help="train, test or all (train then test)."),
+    batch_size: int = typer.Option(256, "--batch-size", min=1, help="Images per forward pass."),
+    part: str = typer.Option("1/1", "--part", help="Write only shards I, I+N, ... of N workers (I/N)."),
+    dtype: str = typer.Option("float32", "--dtype", help="Stored dtype: float32 or float16."),
+    shard_rows: int = typer.Option(65536, "--shard-rows", min=1, help="Rows per shard."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+) -> None:
+    """Embed a DATA split with MODEL into an embedding set (ids, labels, provenance native).
+
+    A killed run resumes where it stopped when re-run with the same arguments.
+
+    Example: compatctl embed runs/old/model.safetensors data/cifar10.tar.gz --out emb/old-test --split test
+    """
+    from compatctl.models.embed import embed_dataset
+
+    with make_progress() as bar:
+        tasks: dict[str, int] = {}
+
+        def report(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(f"{stage:<6}", total=total or None, rate="")
+            task = bar.tasks[tasks[stage]]
+            rate = f"{done / task.elapsed:,.0f} rows/s" if task.elapsed else ""
+            bar.update(tasks[stage], completed=done, total=total or None, rate=rate)
+
+        path = embed_dataset(model, data, out, split=split, batch_size=batch_size, part=part, dtype=dtype,
+                             shard_rows=shard_rows, device=device, progress=report)
+    if (path / "manifest.json").is_file():
+        console.print(f"wrote embedding set {path}")
+    else:
+        console.print(f"part {part} of {path} done; the set is complete when every part has run")
