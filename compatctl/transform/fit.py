@@ -18,7 +18,7 @@ from compatctl.transform.pairs import Pairs, pair_by_id, split_validation
 
 
 def _fit_mlp(train, validation, config, progress=None):
-    from compatctl.transform.mlp import fit_mlp  # torch is imported only when an mlp is trained
+    from compatctl.transform.mlp_fit import fit_mlp  # torch is imported only when an mlp is trained
 
     return fit_mlp(train, validation, config, progress)
 
