@@ -1,0 +1,125 @@
+"""The `train-new` config: one typed dataclass tree, loaded from YAML plus ``key=value`` overrides.
+
+Every key of the issue lives here; per-method parameters sit under the method's name
+(``bct.weight``, ``bt2.extra_dims``, ``contrastive.temperature``). Loading reports every
+problem at once (:func:`compatctl.config.load_config`); :func:`check_config` adds the checks
+that need more than one key. This module does not import torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from compatctl.config import load_config, option
+from compatctl.errors import ConfigError
+
+# Names of the training methods; compatctl.train.methods.REGISTRY holds one entry for each
+# (a test keeps the two in step). Kept here so that loading a config needs no torch.
+METHOD_NAMES = ("independent", "l2", "bct", "bt2", "contrastive")
+# Methods whose loss needs the old model (--old).
+NEEDS_OLD_MODEL = ("l2", "bct", "bt2")
+# Keys that may change between a run and its --resume without changing the result's meaning.
+RUNTIME_KEYS = ("device", "num_workers")
+
+
+@dataclass
+class L2Config:
+    weight: float = option(1.0, min=0.0, help="weight of the L2 term between new and old embeddings")
+
+
+@dataclass
+class BCTConfig:
+    weight: float = option(1.0, min=0.0, help="weight of the influence loss (lambda; 1 in the paper)")
+    synthesize: str = option("missing", choices=("missing", "all", "none"),
+                             help="classes whose old-classifier row is the mean old embedding: 'missing' "
+                                  "(classes the old model never saw; the paper), 'all', or 'none' (the old "
+                                  "classifier must then cover every listed class)")
+
+
+@dataclass
+class BT2Config:
+    extra_dims: int = option(32, min=1, help="k: dimensions added to the old model's d_old")
+    align_weight: float = option(5.0, min=0.0, help="lambda3: 1 - cos(compatible part, old embedding)")
+    old_classifier_weight: float = option(10.0, min=0.0,
+                                          help="lambda2: CE of the compatible part through the class-mean "
+                                               "classifier of old embeddings")
+    teacher: str | None = option(None, help="path of an independently trained new model to distil from")
+    teacher_weight: float = option(1.0, min=0.0, help="lambda1: 1 - cos(feature, teacher embedding)")
+
+
+@dataclass
+class ContrastiveConfig:
+    temperature: float = option(0.2, min=1e-3, max=10.0, help="NT-Xent softmax temperature")
+    crop_scale: float = option(0.3, min=0.05, max=1.0, help="smallest area fraction of a random crop")
+    color_jitter: float = option(0.4, min=0.0, max=1.0, help="strength of brightness/contrast/saturation jitter")
+    grayscale_prob: float = option(0.2, min=0.0, max=1.0, help="probability of turning a view grey")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a training run (see examples/cifar10/*.yaml)."""
+
+    data: str = option("builtin", help="DATA spec: folder, .tar.gz, .npz or 'builtin[:k=v,...]'")
+    classes: list[int] | str | None = option("all", help="class indices, 'first_half' or 'all'")
+    arch: str = option("resnet20", help="backbone: tiny_cnn, resnet20, resnet56, resnet18")
+    embedding_dim: int = option(128, min=2, max=65536)
+    epochs: int = option(30, min=1, max=100000)
+    batch_size: int = option(128, min=2, max=1 << 20)
+    lr: float = option(0.1, min=0.0, max=100.0)
+    seed: int = option(0, min=0)
+    method: str = option("independent", choices=METHOD_NAMES)
+    optimizer: str = option("sgd", choices=("sgd", "adamw"))
+    momentum: float = option(0.9, min=0.0, max=1.0)
+    weight_decay: float = option(5e-4, min=0.0, max=1.0)
+    schedule: str = option("cosine", choices=("cosine", "constant"))
+    warmup_epochs: float = option(0.0, min=0.0)
+    label_smoothing: float = option(0.0, min=0.0, max=0.99)
+    device: str = option("auto", choices=("auto", "cpu", "cuda"))
+    num_workers: int = option(0, min=0, max=64, help="threads that prepare the next batches (0: inline)")
+    l2: L2Config = option(default_factory=L2Config)
+    bct: BCTConfig = option(default_factory=BCTConfig)
+    bt2: BT2Config = option(default_factory=BT2Config)
+    contrastive: ContrastiveConfig = option(default_factory=ContrastiveConfig)
+
+
+def load_train_config(path: Path | None, overrides: list[str] | None = None) -> TrainConfig:
+    """Load a TrainConfig from YAML and overrides, then run :func:`check_config`.
+
+    Raises:
+        ConfigError: with every problem found (unknown keys, types, ranges, cross-key checks).
+    """
+    config = load_config(TrainConfig, path, overrides)
+    check_config(config, str(path) if path else "config")
+    return config
+
+
+def check_config(config: TrainConfig, source: str = "config") -> None:
+    """Checks that involve the value shapes the type system cannot express; all problems at once."""
+    problems = []
+    if isinstance(config.classes, str) and config.classes not in ("first_half", "all"):
+        problems.append(f"'classes' must be a list of class indices, 'first_half' or 'all'; got {config.classes!r}")
+    if isinstance(config.classes, list):
+        if not config.classes:
+            problems.append("'classes' is an empty list; list at least one class index or use 'all'")
+        elif len(set(config.classes)) != len(config.classes) or min(config.classes) < 0:
+            problems.append(f"'classes' must be distinct non-negative indices; got {config.classes}")
+    if config.warmup_epochs > config.epochs:
+        problems.append(f"'warmup_epochs' ({config.warmup_epochs}) is longer than 'epochs' ({config.epochs})")
+    if problems:
+        raise ConfigError(problems, source)
+
+
+def config_differences(saved: dict, current: dict, prefix: str = "") -> list[str]:
+    """Dotted names of the keys whose values differ between two config dicts (runtime keys excluded)."""
+    differing = []
+    for key in sorted(set(saved) | set(current)):
+        name = f"{prefix}{key}"
+        if name in RUNTIME_KEYS:
+            continue
+        old, new = saved.get(key), current.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            differing += config_differences(old, new, name + ".")
+        elif old != new:
+            differing.append(name)
+    return differing
