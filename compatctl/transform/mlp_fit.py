@@ -124,11 +124,12 @@ def _train_epoch(net, objective, data, optimizer, schedule, batch_size, generato
 
 @torch.no_grad()
 def _validation_loss(net, objective, data, batch_rows: int = 8192) -> float:
-    """Mean alignment loss (the model-selection metric; no discriminative term)."""
+    """The model-selection metric: mean alignment loss, or with uncertainty FastFill's objective
+    on the alignment loss (so the epoch kept also has a trained uncertainty head)."""
     net.eval()
     total = 0.0
     for start in range(0, len(data["old"]), batch_rows):
         rows = slice(start, start + batch_rows)
-        out, _ = net(data["old"][rows], None if data["side"] is None else data["side"][rows])
-        total += float(objective.alignment(out, data["target"][rows]).sum())
+        out, log_var = net(data["old"][rows], None if data["side"] is None else data["side"][rows])
+        total += float(objective.total(objective.alignment(out, data["target"][rows]), log_var)) * len(out)
     return total / len(data["old"])
