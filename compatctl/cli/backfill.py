@@ -1,12 +1,76 @@
-"""`compatctl backfill` (not built yet)."""
+"""`compatctl backfill`: transform a stored gallery and re-embed a budget of its rows, best first."""
+
+from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 
-from compatctl.cli._util import app, guard, not_built
+from compatctl.cli._util import app, console, err_console, guard, make_progress
+
+STAGES = {"side-info": "merge side-info", "scan": "order rows", "merge": "merge new rows", "write": "write shards"}
 
 
-@app.command("backfill", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@app.command("backfill")
 @guard
-def backfill_cli(ctx: typer.Context) -> None:
-    """Not built yet in this version (see the README)."""
-    not_built("backfill")
+def backfill_cli(
+    gallery: Path = typer.Argument(..., help="Old-model gallery embeddings (set directory, .npz or .safetensors)."),
+    transform: Path = typer.Option(..., "--transform", help="Transform written by fit-transform."),
+    out: Path | None = typer.Option(None, "--out", help="NEW_GALLERY directory to write (or continue)."),
+    budget: float = typer.Option(0.0, "--budget", help="Fraction of rows to re-embed with the new model, 0..1."),
+    order: str = typer.Option("random", "--order", help="Which rows first: random, uncertainty, norm."),
+    new_model: Path | None = typer.Option(None, "--new-model", help="New model; embeds the budget's rows of --data."),
+    data: str | None = typer.Option(None, "--data", help="DATA holding the gallery's items (with --new-model)."),
+    new_embeddings: Path | None = typer.Option(None, "--new-embeddings", help="New-model embeddings, merged by id."),
+    side_info: Path | None = typer.Option(None, "--side-info", help="Side-info embeddings of the gallery."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the random order."),
+    part: str | None = typer.Option(None, "--part", help="I/N: write only worker I's shards of N."),
+    plan_only: bool = typer.Option(False, "--plan-only", help="Only write the budget's ordered ids to --plan."),
+    plan: Path | None = typer.Option(None, "--plan", help="Plan file: .csv (rank,id) or .jsonl."),
+    force: bool = typer.Option(False, "--force", help="Accept model-fingerprint mismatches."),
+    block_rows: int = typer.Option(65536, "--block-rows", min=1, help="Rows read per block."),
+) -> None:
+    """Write NEW_GALLERY: GALLERY through the transform, the first ceil(budget*N) rows of the order
+    replaced by new-model embeddings. Re-run the same command to resume; point --out at an earlier
+    NEW_GALLERY with a larger --budget to continue it without redoing its backfilled rows.
+
+    Example: compatctl backfill runs/old-gallery --transform runs/h.safetensors --out runs/gallery-30
+    --budget 0.3 --order uncertainty --new-model runs/new/model.safetensors --data cifar10.tar.gz
+    """
+    from compatctl.backfill import backfill
+    from compatctl.store import parse_part
+
+    with make_progress() as progress:
+        summary = backfill(gallery, transform, out, budget=budget, order=order, seed=seed, side_info_path=side_info,
+                           new_model=new_model, data=data, new_embeddings=new_embeddings, part=parse_part(part),
+                           force=force, plan_only=plan_only, plan_path=plan, block_rows=block_rows,
+                           progress=_reporter(progress))
+    _print_summary(summary)
+
+
+def _reporter(progress):
+    """progress(stage, done, total) -> one rich task per stage, with rows/s."""
+    tasks: dict[str, int] = {}
+
+    def report(stage: str, done: int, total: int) -> None:
+        if stage not in tasks:
+            tasks[stage] = progress.add_task(STAGES.get(stage, stage), total=total or None, rate="")
+        task = progress.tasks[tasks[stage]]
+        rate = done / task.elapsed if task.elapsed else 0.0
+        progress.update(tasks[stage], completed=done, rate=f"{rate:,.0f} rows/s")
+    return report
+
+
+def _print_summary(summary: dict) -> None:
+    for warning in summary.get("warnings", []):
+        err_console.print(f"warning: {warning}", highlight=False)
+    if "plan" in summary:
+        console.print(f"plan: {summary['planned_rows']} ids of {summary['budget_rows']} "
+                      f"({summary['already_backfilled']} already backfilled) -> {summary['plan']}", highlight=False)
+        return
+    state = "complete" if summary["complete"] else "this part done; other parts pending"
+    rate = summary["rows_written"] / summary["seconds"] if summary["seconds"] else 0.0
+    console.print(f"{summary['out']}: {summary['rows']} rows, budget {summary['budget']} = "
+                  f"{summary['budget_rows']} rows by {summary['order']} order; wrote {summary['shards_written']} "
+                  f"of {summary['shards_total']} shards ({summary['new_rows']} new, {summary['reused_rows']} reused "
+                  f"backfilled rows), {rate:,.0f} rows/s; {state}", highlight=False)

@@ -1,0 +1,132 @@
+"""NEW_GALLERY on disk: resume an interrupted run, continue an earlier one, refuse a foreign one.
+
+States of ``--out`` and what a run does with each:
+
+- missing or empty: a fresh run.
+- a progress file (unfinished run) or manifest with this run's resume key: resume; complete
+  shards are kept, the rest are written.
+- a complete NEW_GALLERY from the same GALLERY, transform and side-info but other settings
+  (typically a smaller budget): **continue in place**. This run writes its progress file, then
+  drops the old manifest (so the old shards can never be mistaken for this run's), and rewrites
+  each shard; rows the old shard already holds as ``backfilled`` and that this run's budget
+  also backfills are copied, not re-embedded. Until the run finishes the directory has no
+  manifest (readers are told it is incomplete); a kill at any point is resumed by re-running.
+- anything else (another GALLERY or transform, an unfinished run with other settings, a
+  folder that is not an embedding set): BadInputError.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from compatctl.errors import BadInputError
+from compatctl.store import atomic_write_json
+from compatctl.store.embeddings import MANIFEST
+
+LINEAGE = {"gallery_fingerprint": "GALLERY", "transform_fingerprint": "transform",
+           "side_info_fingerprint": "side-info"}
+
+
+def _progress_file(out: Path, part: tuple[int, int]) -> Path:
+    # The name EmbeddingSetWriter gives its progress file.
+    return out / f"progress.part-{part[0]}-of-{part[1]}.json"
+
+
+def _check_lineage(out: Path, previous: dict | None, lineage: dict, shard_rows: int, rows: int) -> None:
+    if not previous:
+        raise BadInputError(f"--out {out}: holds an embedding set that compatctl backfill did not write; "
+                            "choose another --out (GALLERY is never overwritten)")
+    for key, what in LINEAGE.items():
+        if previous.get(key) != lineage.get(key):
+            raise BadInputError(f"--out {out}: holds a NEW_GALLERY made from another {what} "
+                                f"({previous.get(key.replace('_fingerprint', '')) or previous.get(key)}); "
+                                "choose another --out or delete it to start over")
+    if (previous.get("shard_rows"), previous.get("rows")) != (shard_rows, rows):
+        raise BadInputError(f"--out {out}: its shard layout differs from GALLERY's; choose another --out")
+
+
+def prepare_destination(out: Path, *, resume_key: str, lineage: dict, part: tuple[int, int],
+                        shard_rows: int, rows: int) -> str:
+    """Check ``out`` against this run; return "fresh", "resume" or "continue" (see module doc).
+
+    Raises BadInputError when ``out`` holds something this run must not touch.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise BadInputError(f"--out {out}: exists and is not a directory; choose another --out")
+    if not out.is_dir() or not any(out.iterdir()):
+        return "fresh"
+    manifest = out / MANIFEST
+    if manifest.is_file():
+        info = json.loads(manifest.read_text())
+        if info.get("resume_key") == resume_key:
+            return "resume"
+        _check_lineage(out, info.get("backfill"), lineage, shard_rows, rows)
+        if not _progress_file(out, part).exists():
+            atomic_write_json(_progress_file(out, part), {"resume_key": resume_key, "shards": []})
+        manifest.unlink(missing_ok=True)
+        return "continue"
+    keys = {json.loads(f.read_text()).get("resume_key") for f in out.glob("progress.part-*.json")}
+    if keys == {resume_key}:
+        return "resume"
+    if keys:
+        raise BadInputError(f"--out {out}: holds an unfinished backfill with other inputs or settings; "
+                            "re-run that command to finish it (then continue from it), or delete it")
+    raise BadInputError(f"--out {out}: exists and is not an embedding set; choose another --out or empty it")
+
+
+def _shard_file(out: Path, index: int) -> Path:
+    return Path(out) / f"shard-{index:05d}.safetensors"
+
+
+def earlier_backfilled(out: Path, index: int, ids: np.ndarray) -> np.ndarray:
+    """Mask of rows that an earlier NEW_GALLERY shard file already holds as backfilled.
+
+    Files are written atomically, so one that exists is complete: either the earlier run's or
+    this run's own (killed before it was recorded); both hold true new-model rows. A file whose
+    ids differ from ``ids`` gives an all-False mask.
+    """
+    from safetensors import safe_open
+
+    from compatctl.store import PROVENANCE
+
+    file = _shard_file(out, index)
+    if not file.is_file():
+        return np.zeros(len(ids), bool)
+    try:
+        with safe_open(str(file), framework="numpy") as handle:
+            same = np.array_equal(handle.get_tensor("ids"), ids)
+            provenance = handle.get_tensor("provenance") if same else None
+    except Exception:  # an unreadable leftover is simply not reused
+        return np.zeros(len(ids), bool)
+    if provenance is None:
+        return np.zeros(len(ids), bool)
+    return provenance == PROVENANCE.index("backfilled")
+
+
+def earlier_rows(out: Path, index: int, mask: np.ndarray) -> np.ndarray:
+    """Embeddings of the ``mask`` rows of an earlier shard file (see :func:`earlier_backfilled`)."""
+    from safetensors import safe_open
+
+    with safe_open(str(_shard_file(out, index)), framework="numpy") as handle:
+        return handle.get_tensor("embeddings")[mask].astype(np.float32)
+
+
+def backfilled_ids(out: Path, lineage: dict) -> np.ndarray:
+    """Ids an existing complete NEW_GALLERY at ``out`` holds as backfilled (empty if ``out`` is absent).
+
+    Raises BadInputError when ``out`` is unfinished or comes from another GALLERY or transform.
+    """
+    from compatctl.store import PROVENANCE, open_embeddings
+
+    out = Path(out)
+    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+        return np.empty(0, np.int64)
+    existing = open_embeddings(out)
+    _check_lineage(out, existing.header.get("backfill"), lineage, lineage["shard_rows"], lineage["rows"])
+    found = [block.ids[block.provenance == PROVENANCE.index("backfilled")]
+             for block in existing.iter_blocks() if block.provenance is not None]
+    return np.concatenate(found) if found else np.empty(0, np.int64)
