@@ -15,6 +15,11 @@ from compatctl.store import open_embeddings
 DATA = "builtin:classes=4,train=40,test=30,size=16"
 
 
+@pytest.fixture(autouse=True)
+def decoded_cache(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("COMPATCTL_CACHE_DIR", str(tmp_path / "decoded-cache"))
+
+
 @pytest.fixture
 def model_path(tmp_path: Path) -> Path:
     """An untrained tiny_cnn saved like train-new saves one."""

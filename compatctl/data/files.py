@@ -15,6 +15,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from compatctl.data import ImageData, as_nhwc, item_ids
+from compatctl.data.cache import cached_split
 from compatctl.errors import BadInputError
 
 SPLIT_DIRS = ("train", "test")
@@ -72,7 +73,11 @@ def _class_dirs(root: Path) -> dict[str, list[Path]]:
 
 
 def load_folder(spec: str, split: str, progress=None) -> ImageData:
-    """One split of an image-folder directory."""
+    """One split of an image-folder directory (decoded once, then read from the cache)."""
+    return cached_split(Path(spec), split, lambda: _decode_folder(spec, split, progress), progress)
+
+
+def _decode_folder(spec: str, split: str, progress=None) -> ImageData:
     root = Path(spec)
     dirs = _class_dirs(root)
     if split not in dirs or not dirs[split]:
@@ -120,7 +125,11 @@ def read_tar(path: Path) -> dict:
 
 
 def load_tar(spec: str, split: str, progress=None) -> ImageData:
-    """One split of an image-folder tarball (read with tarfile, nothing extracted to disk)."""
+    """One split of an image-folder tarball (read with tarfile, nothing extracted; cached once decoded)."""
+    return cached_split(Path(spec), split, lambda: _decode_tar(spec, split, progress), progress)
+
+
+def _decode_tar(spec: str, split: str, progress=None) -> ImageData:
     members = read_tar(Path(spec))
     if not members[split]:
         raise BadInputError(f"{spec}: no class folders for split '{split}' in the archive; {LAYOUT_HINT}")

@@ -38,3 +38,11 @@ def write_tarball(folder: Path, archive: Path, top: str | None = None) -> Path:
 @pytest.fixture
 def image_folder(tmp_path: Path) -> Path:
     return write_image_folder(tmp_path / "imgs")
+
+
+@pytest.fixture(autouse=True)
+def decoded_cache(tmp_path: Path, monkeypatch) -> Path:
+    """Keep the decoded-image cache of every test in its own temp folder."""
+    folder = tmp_path / "decoded-cache"
+    monkeypatch.setenv("COMPATCTL_CACHE_DIR", str(folder))
+    return folder
