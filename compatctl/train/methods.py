@@ -14,7 +14,9 @@ the "data" side of a step) and the inputs into a loss (``loss``: the forward pas
 - ``bt2``: the model gets ``bt2.extra_dims`` extra dims and an orthonormal basis
   transformation; its first d_old embedding dims are the compatible part. Loss: CE on the base
   feature + λ3 (1 − cos(compatible, φ_old)) + λ2 CE(M · compatible, y), M the class means of
-  old embeddings (all classes), + λ1 (1 − cos(feature, φ'_new)) when ``bt2.teacher`` is set;
+  old embeddings (all classes), + λ1 (1 − cos(feature, φ'_new)) when ``bt2.teacher`` is set
+  (a teacher narrower than the feature is matched to the feature's first dims, so the usual
+  independent new model of the old model's width can serve);
 - ``contrastive``: SimCLR NT-Xent on two random views of each image; labels unused.
 """
 
@@ -227,10 +229,10 @@ def _bt2_checks(setup: Setup) -> list[str]:
                         f"embedding_dim + bt2.extra_dims = {d_old + config.bt2.extra_dims} dims")
     if setup.teacher is not None:
         width = config.embedding_dim + config.bt2.extra_dims
-        if setup.teacher.embedding_width != width:
+        if setup.teacher.embedding_width > width:
             problems.append(f"bt2.teacher {setup.teacher.path}: embedding width {setup.teacher.embedding_width} "
-                            f"differs from the new feature width {width} (embedding_dim + bt2.extra_dims); "
-                            "train the teacher with that embedding_dim")
+                            f"is wider than the new feature ({width} = embedding_dim + bt2.extra_dims); "
+                            "train the teacher with embedding_dim <= that width")
     return problems
 
 
@@ -248,7 +250,8 @@ def _build_bt2(setup: Setup) -> MethodLoss:
         total = config.align_weight * _cosine_distance(compatible, setup.old.embed(views))
         total = total + config.old_classifier_weight * _cross_entropy(setup, compatible @ class_means.T, labels)
         if setup.teacher is not None:
-            total = total + config.teacher_weight * _cosine_distance(output.feature, setup.teacher.embed(views))
+            teacher = setup.teacher.embed(views)
+            total = total + config.teacher_weight * _cosine_distance(output.feature[:, :teacher.shape[1]], teacher)
         return total
 
     return _supervised(setup, extra)
