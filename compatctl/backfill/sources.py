@@ -67,6 +67,10 @@ class EmbeddedNewRows:
         header = expect_kind(self.model_path, "model")
         self.model_fingerprint = header.get("fingerprint")
         _check_fingerprint(model_path, self.model_fingerprint, transform, force, "--new-model")
+        width = header.get("embedding_width")
+        if width is not None and int(width) != transform.new_dim:
+            raise BadInputError(f"--new-model {model_path}: makes {width}-d embeddings, but the transform maps to "
+                                f"{transform.new_dim}-d; pass the new model the transform was fit on")
         self.identity = f"model:{self.model_fingerprint}:data:{data_spec}"
         self.data = self.model = None
         self.scan_rows = 0
