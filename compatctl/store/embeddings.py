@@ -93,6 +93,11 @@ def check_rows(path: str, embeddings: np.ndarray, ids: np.ndarray, labels: np.nd
                             "ids must be unique per row")
 
 
+def is_temp_file(path: Path) -> bool:
+    """A leftover of an interrupted ``atomic_write_bytes`` (``.NAME.XXXX.tmp``)."""
+    return path.name.startswith(".") and path.name.endswith(".tmp")
+
+
 class EmbeddingSetWriter:
     """Writes shards of an embedding set, resumably; ``finish`` writes the manifest.
 
@@ -125,8 +130,8 @@ class EmbeddingSetWriter:
     def _check_destination(self) -> None:
         if self.path.exists() and not self.path.is_dir():
             raise BadInputError(f"{self.path}: exists and is not a directory; choose another --out")
-        if not self.path.is_dir() or not any(self.path.iterdir()):
-            return
+        if not self.path.is_dir() or not any(not is_temp_file(p) for p in self.path.iterdir()):
+            return  # empty, or only temp files of writes a kill interrupted
         keys = set()
         for file in [self.path / MANIFEST, *self.path.glob("progress.part-*.json")]:
             if file.is_file():
