@@ -122,6 +122,10 @@ class EmbeddingSetWriter:
         self._check_destination()
         self.path.mkdir(parents=True, exist_ok=True)
         self.done = self._load_progress()
+        if not (self.path / MANIFEST).exists() and not self.progress_path.exists():
+            # Claim the directory before the first shard lands: a kill between a shard's rename
+            # and its progress record must still leave a directory a re-run recognises.
+            atomic_write_json(self.progress_path, {"resume_key": self.resume_key, "shards": []})
 
     @property
     def progress_path(self) -> Path:
