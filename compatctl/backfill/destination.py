@@ -24,7 +24,7 @@ import numpy as np
 
 from compatctl.errors import BadInputError
 from compatctl.store import atomic_write_json
-from compatctl.store.embeddings import MANIFEST
+from compatctl.store.embeddings import MANIFEST, is_temp_file
 
 LINEAGE = {"gallery_fingerprint": "GALLERY", "transform_fingerprint": "transform",
            "side_info_fingerprint": "side-info"}
@@ -57,7 +57,7 @@ def prepare_destination(out: Path, *, resume_key: str, lineage: dict, part: tupl
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise BadInputError(f"--out {out}: exists and is not a directory; choose another --out")
-    if not out.is_dir() or not any(out.iterdir()):
+    if not out.is_dir() or not any(not is_temp_file(p) for p in out.iterdir()):
         return "fresh"
     manifest = out / MANIFEST
     if manifest.is_file():
@@ -76,6 +76,13 @@ def prepare_destination(out: Path, *, resume_key: str, lineage: dict, part: tupl
         raise BadInputError(f"--out {out}: holds an unfinished backfill with other inputs or settings; "
                             "re-run that command to finish it (then continue from it), or delete it")
     raise BadInputError(f"--out {out}: exists and is not an embedding set; choose another --out or empty it")
+
+
+def remove_temp_files(out: Path) -> None:
+    """Drop temp files that killed writes left in a now complete NEW_GALLERY."""
+    for file in Path(out).iterdir():
+        if is_temp_file(file):
+            file.unlink(missing_ok=True)
 
 
 def _shard_file(out: Path, index: int) -> Path:

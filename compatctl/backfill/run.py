@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from compatctl.backfill.destination import earlier_backfilled, earlier_rows, prepare_destination
+from compatctl.backfill.destination import (earlier_backfilled, earlier_rows, prepare_destination,
+                                            remove_temp_files)
 from compatctl.backfill.orders import ORDERS, budget_rows
 from compatctl.backfill.plan import check_plan_path, chosen_rows, write_plan
 from compatctl.backfill.rows import GalleryShards, RowSpill, content_fingerprint, missing_ids_message, scratch_dir
@@ -234,6 +235,8 @@ def _backfill(inputs: Inputs, out: Path, *, part, budget, sources: dict, rows, o
         _write_shards(writer, pending, transformer, chosen, reuse, source, out, stats,
                       _count(progress, "write", sum(b - a for a, b in map(writer.shard_bounds, pending))))
     stats["complete"] = writer.finish()
+    if stats["complete"]:
+        remove_temp_files(out)
     return stats
 
 
