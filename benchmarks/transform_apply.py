@@ -21,6 +21,7 @@ def parse_args():
     parser.add_argument("--threads", type=int, default=None, help="BLAS threads (sets OPENBLAS/OMP_NUM_THREADS)")
     parser.add_argument("--block-rows", type=int, nargs="*", default=[4096, 8192, 16384])
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--workers", type=int, nargs="*", default=[1, 2], help="threads running blocks")
     return parser.parse_args()
 
 
@@ -61,6 +62,9 @@ def mlp_transform(dim: int):
                        f"block{i}.fc2.weight": (width, width), f"block{i}.fc2.bias": (width,)})
     tensors = {name: (rng.standard_normal(shape) / np.sqrt(shape[0])).astype(np.float32)
                for name, shape in shapes.items()}
+    for name in tensors:  # weights after a LayerNorm are stored centered (see artifact.py)
+        if name.endswith("fc1.weight") or name == "head.weight":
+            tensors[name] -= tensors[name].mean(axis=0, keepdims=True)
     header = {"transform_kind": "mlp", "old_dim": dim, "new_dim": dim}
     return Transform(header, tensors), f"mlp {branch}/{width}x{config.blocks}"
 
@@ -86,14 +90,15 @@ def main() -> None:
     old = np.random.default_rng(2).standard_normal((args.rows, args.dim), dtype=np.float32)
     print(f"rows {args.rows:,} x {args.dim}; float32 GEMM peak (2048^3 matmul): {peak:.1f} GFLOP/s; "
           f"cpus {os.cpu_count()}, threads {args.threads or 'default'}")
-    print(f"{'transform':<18}{'block rows':>11}{'seconds':>9}{'rows/s':>13}{'GFLOP/s':>9}{'of peak':>9}")
+    print(f"{'transform':<18}{'workers':>8}{'block rows':>11}{'seconds':>9}{'rows/s':>13}{'GFLOP/s':>9}{'of peak':>9}")
     for transform, name in (linear_transform(args.dim), mlp_transform(args.dim)):
         flops = gemm_flops_per_row(transform)
-        for block_rows in args.block_rows:
-            transform.apply(old[:block_rows * 2], block_rows=block_rows)  # warm-up
-            seconds = min(_timed(lambda: transform.apply(old, block_rows=block_rows)) for _ in range(args.repeats))
+        for workers, block_rows in ((w, b) for w in args.workers for b in args.block_rows):
+            transform.apply(old[:block_rows * 2], block_rows=block_rows, workers=workers)  # warm-up
+            seconds = min(_timed(lambda: transform.apply(old, block_rows=block_rows, workers=workers))
+                          for _ in range(args.repeats))
             rate = args.rows / seconds
-            print(f"{name:<18}{block_rows:>11}{seconds:>9.2f}{rate:>13,.0f}{rate * flops / 1e9:>9.1f}"
+            print(f"{name:<18}{workers:>8}{block_rows:>11}{seconds:>9.2f}{rate:>13,.0f}{rate * flops / 1e9:>9.1f}"
                   f"{rate * flops / 1e9 / peak:>9.2f}")
 
 

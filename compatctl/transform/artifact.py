@@ -9,7 +9,8 @@ Layouts (tensor names) per kind:
 - ``linear``/``procrustes``: ``old.weight`` [old_dim, new_dim], optional ``side.weight``
   [side_dim, new_dim], ``bias`` [new_dim]: ``y = old @ Wo + side @ Ws + b``.
 - ``mlp``: ``old_in.*``, ``side_in.*`` (branches, ReLU), ``merge.*`` (ReLU), ``block{i}.fc1/fc2.*``
-  (pre-LayerNorm residual blocks), ``head.*`` (after a final LayerNorm), ``skip.weight`` (a linear
+  (pre-LayerNorm residual blocks), ``head.*`` (after a final LayerNorm; the weights after a
+  LayerNorm have zero column sums, which makes the centering free), ``skip.weight`` (a linear
   path old -> new), and with uncertainty ``unc.*`` (log-variance from the transformed embedding).
 """
 
@@ -45,8 +46,11 @@ class Transform:
                                 f"(knows {', '.join(FORWARDS)}); upgrade compatctl or re-fit")
 
     def apply(self, old: np.ndarray, side_info: np.ndarray | None = None,
-              block_rows: int = APPLY_BLOCK_ROWS) -> tuple[np.ndarray, np.ndarray | None]:
+              block_rows: int = APPLY_BLOCK_ROWS, workers: int = 1) -> tuple[np.ndarray, np.ndarray | None]:
         """Transform old embeddings [n, old_dim] (+ side-info [n, side_info_dim]).
+
+        Rows go through in blocks of ``block_rows``; ``workers`` > 1 runs blocks in threads (numpy
+        releases the GIL, so the elementwise steps use more than one core).
 
         Returns (new-space embeddings float32 [n, new_dim], log-variance float32 [n] or None).
         Raises BadInputError on a dim mismatch or missing/unexpected side-info.
@@ -64,11 +68,22 @@ class Transform:
         out = np.empty((len(old), self.new_dim), np.float32)
         log_var = np.empty(len(old), np.float32) if self.has_uncertainty else None
         forward = FORWARDS[self.kind]
-        for start in range(0, len(old), block_rows):
+
+        def run_block(start: int) -> None:
             rows = slice(start, start + block_rows)
             out[rows], s = forward(self.tensors, old[rows], None if side_info is None else side_info[rows])
             if log_var is not None:
                 log_var[rows] = s
+
+        starts = range(0, len(old), block_rows)
+        if workers > 1 and len(starts) > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(workers) as pool:
+                list(pool.map(run_block, starts))
+        else:
+            for start in starts:
+                run_block(start)
         return out, log_var
 
     def _checked(self, array: np.ndarray, dim: int, what: str) -> np.ndarray:
@@ -103,24 +118,33 @@ def _relu_(x: np.ndarray) -> np.ndarray:
     return np.maximum(x, 0, out=x)
 
 
+def _linear_relu(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    out = x @ weight
+    out += bias
+    return _relu_(out)
+
+
 def _normalized_linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
-    """LayerNorm (affine folded into weight/bias) followed by a linear layer."""
-    centered = x - x.mean(axis=1, keepdims=True)
-    inv_std = 1.0 / np.sqrt(np.einsum("ij,ij->i", centered, centered) / x.shape[1] + LN_EPS)
-    out = centered @ weight
-    out *= inv_std[:, None]
+    """LayerNorm followed by a linear layer, with the LayerNorm affine folded into weight/bias and
+    the centering too: ``weight`` has zero column sums, so ``(x − mean) @ W == x @ W``."""
+    width = x.shape[1]
+    mean = x.mean(axis=1)
+    variance = np.einsum("ij,ij->i", x, x) / width - mean * mean
+    out = x @ weight
+    out *= (1.0 / np.sqrt(np.maximum(variance, 0.0) + LN_EPS))[:, None]
     out += bias
     return out
 
 
 def _mlp_forward(t: dict, old: np.ndarray, side: np.ndarray | None):
-    branch = _relu_(old @ t["old_in.weight"] + t["old_in.bias"])
+    branch = _linear_relu(old, t["old_in.weight"], t["old_in.bias"])
     merge_weight = t["merge.weight"]
     width = branch.shape[1]
     trunk = branch @ merge_weight[:width]
     if side is not None:
-        trunk += _relu_(side @ t["side_in.weight"] + t["side_in.bias"]) @ merge_weight[width:]
-    trunk = _relu_(trunk + t["merge.bias"])
+        trunk += _linear_relu(side, t["side_in.weight"], t["side_in.bias"]) @ merge_weight[width:]
+    trunk += t["merge.bias"]
+    trunk = _relu_(trunk)
     index = 0
     while f"block{index}.fc1.weight" in t:
         hidden = _relu_(_normalized_linear(trunk, t[f"block{index}.fc1.weight"], t[f"block{index}.fc1.bias"]))

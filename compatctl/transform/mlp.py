@@ -101,8 +101,10 @@ def export_numpy(net: ForwardTransformNet) -> dict[str, np.ndarray]:
 
 
 def _fold_norm(norm: nn.LayerNorm, linear: nn.Linear, g) -> tuple[np.ndarray, np.ndarray]:
+    """LayerNorm affine folded into the next linear layer; columns centered (see artifact.py)."""
     weight = g(linear.weight).T
-    return g(norm.weight)[:, None] * weight, g(norm.bias) @ weight + g(linear.bias)
+    folded = g(norm.weight)[:, None] * weight
+    return folded - folded.mean(axis=0, keepdims=True), g(norm.bias) @ weight + g(linear.bias)
 
 
 def build_net(train: Pairs, config: TransformConfig) -> ForwardTransformNet:
