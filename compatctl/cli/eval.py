@@ -1,12 +1,228 @@
-"""`compatctl eval` (not built yet)."""
+"""`compatctl eval`: retrieval metrics, backfill curves, compatibility matrices and CI gates.
+
+Imports only numpy (and safetensors through the store) on this path: pipelines call eval many
+times, so start-up matters; torch is never imported here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
 
 import typer
 
-from compatctl.cli._util import app, guard, not_built
+from compatctl.cli._util import app, console, err_console, guard, make_progress
+from compatctl.errors import BadInputError
 
 
-@app.command("eval", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@app.command("eval")
 @guard
-def eval_cli(ctx: typer.Context) -> None:
-    """Not built yet in this version (see the README)."""
-    not_built("eval")
+def eval_cli(
+    query: Optional[Path] = typer.Argument(None, help="Query embeddings: an embedding set or .npz/.safetensors "
+                                           "(omit with --set/--plan)."),
+    gallery: Optional[Path] = typer.Argument(None, help="Gallery embeddings (omit with --set/--plan)."),
+    distance: str = typer.Option("cosine", "--distance", help="cosine (normalised inner product) or l2 "
+                                 "(raw Euclidean, no normalisation)."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON (atomically)."),
+    fail_under: list[str] = typer.Option([], "--fail-under", help="METRIC=VALUE gate, repeatable: exit 1 when "
+                                         "METRIC < VALUE (fractions; metrics: topK, map, map_at_r, auc.<metric>)."),
+    backfill_with: Optional[Path] = typer.Option(None, "--backfill-with", help="NEW_GALLERY: draw the backfill "
+                                                 "curve from GALLERY to it (rows matched by id)."),
+    order: Optional[str] = typer.Option(None, "--order", help="Backfill order: random (seeded), uncertainty "
+                                        "(GALLERY's per-row uncertainty, highest first) or norm. Default random."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Curve steps N: metrics at N+1 evenly spaced "
+                                        "fractions 0..1 (ends included). Default 20."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the random order."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Draw the curve to this image (needs matplotlib)."),
+    topk: str = typer.Option("1,5", "--topk", help="Comma-separated k of the CMC top-k metrics."),
+    dims: Optional[int] = typer.Option(None, "--dims", help="Compare the first N dims (default: the narrower "
+                                       "side's width)."),
+    map_at_r: bool = typer.Option(False, "--map-at-r", help="Also report mAP@R."),
+    no_map: bool = typer.Option(False, "--no-map", help="Top-k only: one pass over the gallery, no mAP "
+                                "(for very large galleries)."),
+    sets: list[str] = typer.Option([], "--set", help="NAME=PATH, repeatable: compatibility matrix of every "
+                                   "query-set × gallery-set pair (the first set is the reference 'old')."),
+    plan: Optional[Path] = typer.Option(None, "--plan", help="YAML plan of the matrix: sets: {NAME: PATH}, "
+                                        "reference: NAME."),
+    query_block: int = typer.Option(1024, "--query-block", help="Query rows per block (memory)."),
+    gallery_block: int = typer.Option(16384, "--gallery-block", help="Gallery rows per block (memory)."),
+) -> None:
+    """Exact top-k and full-ranking mAP of QUERY against GALLERY, leave-one-out by id.
+
+    A gallery row with the query's id is never in that query's ranking. top-k: a hit when one
+    of the k nearest rows has the query's label. mAP: average precision over the full ranking
+    (every same-label row is a positive). Queries without any positive are skipped by every
+    metric and counted. Ties: equal scores rank the smaller gallery id first, for top-k and mAP
+    alike. When one side is wider (BT² extra dims) the first min(D) dims are compared.
+
+    --backfill-with NEW_GALLERY reports the curve at N+1 fractions (--steps N) and its
+    AUC = the plain mean of the metric at the N+1 points, fractions 0 and 1 included.
+
+    --set NAME=PATH (2 or more, or --plan FILE) replaces QUERY and GALLERY: every set serves as
+    queries and as gallery; a cross pair is marked compatible when it beats reference/reference.
+
+    Exit codes: 0 ok, 1 a --fail-under gate failed, 2 bad usage or input.
+
+    Example: compatctl eval runs/new/test_emb runs/old/test_emb --json report.json --fail-under top1=0.45
+    """
+    from compatctl.evaluate.gates import check_gates, gate_names, parse_gates
+
+    ks = _parse_topk(topk)
+    options = dict(distance=distance, topk=ks, dims=dims, map_at_r=map_at_r, query_block=query_block)
+    if sets or plan:
+        _check_matrix_usage(query, gallery, backfill_with, fail_under)
+        return _run_matrix(sets, plan, json_path, options, gallery_block=gallery_block, with_map=not no_map)
+    if query is None or gallery is None:
+        raise BadInputError("give QUERY and GALLERY, or --set NAME=PATH (two or more) for a matrix")
+    curve = _check_curve_usage(backfill_with, order, steps, plot, no_map)
+    gates = parse_gates(fail_under, gate_names(ks, with_map=not no_map, map_at_r=map_at_r, curve=curve))
+    report = _run_single(query, gallery, backfill_with, order, steps, seed, options, gallery_block, no_map)
+    _show_report(report)
+    if json_path:
+        from compatctl.store import atomic_write_json
+
+        atomic_write_json(json_path, report)
+    if plot:
+        from compatctl.evaluate.plot import plot_curve
+
+        plot_curve(report, plot)
+    check_gates(report, gates)
+
+
+def _parse_topk(text: str) -> tuple[int, ...]:
+    try:
+        ks = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise BadInputError(f"--topk {text!r}: expected comma-separated whole numbers, e.g. 1,5") from None
+    if not ks or min(ks) < 1:
+        raise BadInputError(f"--topk {text!r}: give whole numbers >= 1, e.g. 1,5")
+    return ks
+
+
+def _check_matrix_usage(query, gallery, backfill_with, fail_under) -> None:
+    if query is not None or gallery is not None:
+        raise BadInputError("--set/--plan name every embedding set: drop the QUERY/GALLERY arguments")
+    if backfill_with is not None or fail_under:
+        raise BadInputError("--backfill-with and --fail-under apply to one QUERY GALLERY pair, not to --set/--plan")
+
+
+def _check_curve_usage(backfill_with, order, steps, plot, no_map) -> bool:
+    if backfill_with is None:
+        given = [name for name, value in (("--order", order), ("--steps", steps), ("--plot", plot)) if value is not None]
+        if given:
+            raise BadInputError(f"{', '.join(given)} need --backfill-with NEW_GALLERY")
+        return False
+    if no_map:
+        raise BadInputError("--no-map applies to a plain eval; the backfill curve always ranks fully")
+    return True
+
+
+def _progress_callback(progress):
+    tasks: dict = {}
+
+    def update(description: str, done: int, total: int) -> None:
+        if description not in tasks:
+            tasks[description] = progress.add_task(description, total=total, rate="")
+        progress.update(tasks[description], completed=done)
+
+    return update
+
+
+def _with_progress(run):
+    """Run ``run(progress_callback)`` under a progress bar on stderr when it is a terminal."""
+    if not err_console.is_terminal:
+        return run(None)
+    with make_progress() as progress:
+        return run(_progress_callback(progress))
+
+
+def _run_single(query, gallery, backfill_with, order, steps, seed, options, gallery_block, no_map) -> dict:
+    from compatctl.evaluate import backfill_curve, evaluate
+    from compatctl.store import open_embeddings
+
+    query_set, gallery_set = open_embeddings(query), open_embeddings(gallery)
+    if backfill_with is None:
+        return _with_progress(lambda cb: evaluate(query_set, gallery_set, with_map=not no_map,
+                                                  gallery_block=gallery_block, progress=cb, **options))
+    new_set = open_embeddings(backfill_with)
+    return _with_progress(lambda cb: backfill_curve(query_set, gallery_set, new_set, order=order or "random",
+                                                    steps=20 if steps is None else steps, seed=seed,
+                                                    progress=cb, **options))
+
+
+def _run_matrix(sets, plan, json_path, options, *, gallery_block: int, with_map: bool) -> None:
+    from compatctl.evaluate.matrix import compatibility_matrix, load_plan, parse_sets
+    from compatctl.store import atomic_write_json, open_embeddings
+
+    named, reference = load_plan(plan) if plan else ({}, None)
+    named.update(parse_sets(sets))
+    sources = {name: open_embeddings(path) for name, path in named.items()}
+    report = _with_progress(lambda cb: compatibility_matrix(sources, reference=reference, progress=cb,
+                                                            gallery_block=gallery_block, with_map=with_map,
+                                                            **options))
+    _show_matrix(report)
+    if json_path:
+        atomic_write_json(json_path, report)
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.2f}"
+
+
+def _show_report(report: dict) -> None:
+    from rich.table import Table
+
+    inputs = report["inputs"]
+    table = Table(title=f"{inputs['query']['path']} → {inputs['gallery']['path']}")
+    table.add_column("metric")
+    table.add_column("%", justify="right")
+    for name, value in report["metrics"].items():
+        table.add_row(name, _pct(value))
+    console.print(table)
+    if "curve" in report:
+        _show_curve(report["curve"])
+    counts = report["counts"]
+    console.print(f"distance {report['distance']}; dims: {report['dims']['note']}; {counts['queries']} queries, "
+                  f"{counts['gallery']} gallery rows, {counts['left_out_self']} own rows left out, "
+                  f"{counts['skipped_no_positive']} queries without positives skipped; "
+                  f"{report['elapsed_s']:.2f} s", highlight=False)
+
+
+def _show_curve(curve: dict) -> None:
+    from rich.table import Table
+
+    names = list(curve["auc"])
+    table = Table(title=f"backfill curve ({curve['order']} order, {curve['steps']} steps)")
+    for column in ("fraction", "rows", *names):
+        table.add_column(column, justify="right")
+    for index, fraction in enumerate(curve["fractions"]):
+        table.add_row(f"{fraction:.3f}", str(curve["backfilled_rows"][index]),
+                      *(_pct(curve[name][index]) for name in names))
+    table.add_row("AUC", "mean", *(_pct(curve["auc"][name]) for name in names), style="bold")
+    console.print(table)
+    console.print(curve["auc_rule"], highlight=False)
+
+
+def _show_matrix(report: dict) -> None:
+    from rich.table import Table
+
+    matrix = report["matrix"]
+    shown = [m for m in ("top1", "map") if m in matrix["pairs"][0]["metrics"]] or list(matrix["pairs"][0]["metrics"])[:1]
+    table = Table(title=f"compatibility matrix ({' / '.join(shown)} %; rows: query set, columns: gallery set)")
+    table.add_column("query \\ gallery")
+    for name in matrix["sets"]:
+        table.add_column(name, justify="right")
+    cells = {(p["query"], p["gallery"]): p for p in matrix["pairs"]}
+    for query_name in matrix["sets"]:
+        table.add_row(query_name, *(_cell(cells[(query_name, g)], shown) for g in matrix["sets"]))
+    console.print(table)
+    console.print(f"reference: {matrix['reference']}; ✓/✗ {matrix['criterion']} (on {' and '.join(shown)})",
+                  highlight=False)
+
+
+def _cell(pair: dict, shown: list[str]) -> str:
+    text = " / ".join(_pct(pair["metrics"][m]) for m in shown)
+    if pair["compatible"] is None:
+        return text
+    ok = all(pair["compatible"].get(m, False) for m in shown)
+    return f"{text} {'[green]✓[/]' if ok else '[red]✗[/]'}"

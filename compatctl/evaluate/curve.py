@@ -1,0 +1,149 @@
+"""`backfill_curve`: the metrics while GALLERY is backfilled towards NEW_GALLERY in a given order.
+
+At fraction f = t/N (t = 0..N) the first budget_rows(f, G) rows of the backfill order hold their
+NEW_GALLERY embedding and the rest their GALLERY one. AUC is the plain mean of the N+1 points.
+
+Nothing is recomputed per point. The gallery is permuted into backfill order, so the rows
+replaced between point t−1 and t form one column *chunk* c = t. Per query block, each chunk is
+scored and sorted once in both versions; every positive p has two possible scores (old until
+its chunk c_p is reached, new after), and for both the number of rows that beat it is counted
+per chunk and version. Then, at point t:
+
+    rank_p(t) = 1 + Σ_{c ≤ t} beat_new[c] + Σ_{c > t} beat_old[c]   (with p's score at t)
+
+which is exactly the rank a from-scratch evaluation of the mixed gallery gives.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from compatctl.backfill.orders import ORDERS, backfill_order, budget_rows
+from compatctl.errors import BadInputError
+from compatctl.store import EmbeddingBlock
+from compatctl.evaluate.ranking import MetricSums, count_better, find_positives
+from compatctl.evaluate.retrieval import (DEFAULT_QUERY_BLOCK, HELD_SCORES, build_report, check_blocks,
+                                          check_topk)
+from compatctl.evaluate.sources import (Prepared, ProgressFn, as_source, describe_source,
+                                        exclude_self, get_distance, prepare, report_progress,
+                                        require_labels, resolve_dims, score, source_name)
+
+
+def align_by_id(gallery: EmbeddingBlock, new_gallery: EmbeddingBlock, new_name: str) -> EmbeddingBlock:
+    """NEW_GALLERY's rows in GALLERY's row order (matched by id); extra new rows are ignored."""
+    sorter = np.argsort(new_gallery.ids, kind="stable")
+    sorted_ids = new_gallery.ids[sorter]
+    where = np.minimum(np.searchsorted(sorted_ids, gallery.ids), max(len(sorted_ids) - 1, 0))
+    found = sorted_ids[where] == gallery.ids if len(sorted_ids) else np.zeros(len(gallery.ids), bool)
+    if not found.all():
+        missing = gallery.ids[~found]
+        raise BadInputError(f"{new_name}: lacks {len(missing)} ids that GALLERY has (e.g. {missing[:5].tolist()}); "
+                            "the new gallery must hold a row for every gallery id")
+    return new_gallery.take(sorter[where])
+
+
+def curve_points(steps: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """(fractions t/N, backfilled rows budget_rows(t/N, rows)) for t = 0..N."""
+    if steps < 1:
+        raise BadInputError(f"--steps {steps}: must be >= 1 (the curve has steps + 1 points)")
+    fractions = np.arange(steps + 1) / steps
+    return fractions, np.array([budget_rows(float(f), rows) for f in fractions], np.int64)
+
+
+def _counts(scores: np.ndarray, gallery: Prepared, bounds: np.ndarray, rows, values, ids, own_cols) -> np.ndarray:
+    """beat[c, i]: rows of chunk c (1..N) whose score in ``scores`` beats threshold i (own column own_cols[i])."""
+    beat = np.zeros((len(bounds), len(rows)), np.int64)
+    own_scores_match = scores[rows, own_cols] == values
+    for chunk in range(1, len(bounds)):
+        start, stop = bounds[chunk - 1], bounds[chunk]
+        if stop > start:
+            own_here = own_scores_match & (own_cols >= start) & (own_cols < stop)
+            beat[chunk] = count_better(scores[:, start:stop], gallery.ids[start:stop], rows, values, ids, own_here)
+    return beat
+
+
+def _curve_block(queries: tuple[Prepared, Prepared], galleries: tuple[Prepared, Prepared], bounds: np.ndarray,
+                 sums: list[MetricSums]) -> None:
+    """Add one query block's metrics at every curve point."""
+    scores = [score(q, g) for q, g in zip(queries, galleries)]
+    self_rows, self_cols = exclude_self(scores[0], queries[0].ids, galleries[0].ids)
+    scores[1][self_rows, self_cols] = -np.inf  # same ids in both versions
+    rows, cols = find_positives(queries[0].labels, galleries[0], self_rows, self_cols)
+    chunk_of = np.searchsorted(bounds, cols, side="right")  # the point at which p is backfilled
+    # Thresholds: each positive with its old score, then with its new score (sorted by row).
+    both = np.concatenate([rows, rows])
+    order = np.argsort(both, kind="stable")
+    t_rows, t_cols = both[order], np.concatenate([cols, cols])[order]
+    t_values = np.concatenate([scores[0][rows, cols], scores[1][rows, cols]])[order]
+    t_ids = galleries[0].ids[t_cols]
+    beat = [_counts(s, galleries[0], bounds, t_rows, t_values, t_ids, t_cols) for s in scores]
+    before, after = np.cumsum(beat[0], axis=0), np.cumsum(beat[1], axis=0)
+    ranks_all = 1 + after + (before[-1:] - before)  # [point, threshold]
+    back = np.empty(len(order), np.int64)
+    back[order] = np.arange(len(order))
+    old_ranks, new_ranks = ranks_all[:, back[: len(rows)]], ranks_all[:, back[len(rows):]]
+    for point, point_sums in enumerate(sums):
+        ranks = np.where(chunk_of <= point, new_ranks[point], old_ranks[point])
+        point_sums.add_ranks(rows, ranks, len(queries[0].ids))
+    for point_sums in sums:
+        point_sums.left_out += len(self_rows)
+
+
+def backfill_curve(query, gallery, new_gallery, *, order: str = "random", steps: int = 20, seed: int = 0,
+                   distance: str = "cosine", topk=(1, 5), dims: int | None = None, map_at_r: bool = False,
+                   query_block: int = DEFAULT_QUERY_BLOCK, progress: ProgressFn | None = None) -> dict:
+    """Metrics at ``steps + 1`` evenly spaced backfill fractions 0..1 and their AUC (= plain mean).
+
+    Holds GALLERY and NEW_GALLERY in memory (the query set is streamed). ``metrics`` of the
+    report is the point at fraction 0 (= evaluate(QUERY, GALLERY)); the point at 1 equals
+    evaluate(QUERY, NEW_GALLERY restricted to GALLERY's ids).
+
+    Raises:
+        BadInputError: steps < 1, NEW_GALLERY missing ids of GALLERY, an order's input missing
+            (uncertainty), missing labels, bad dims.
+    """
+    started = time.perf_counter()
+    query, gallery, new_gallery = as_source(query), as_source(gallery), as_source(new_gallery)
+    ks, metric = check_topk(topk), get_distance(distance)
+    check_blocks(query_block, 1)
+    require_labels(query, gallery)
+    if order not in ORDERS:
+        raise BadInputError(f"--order {order!r}: unknown; valid orders: {', '.join(ORDERS)}")
+    if order == "uncertainty" and not gallery.has_uncertainty:
+        raise BadInputError(f"{source_name(gallery)}: --order uncertainty needs per-row uncertainty in GALLERY; "
+                            "apply a transform fitted with uncertainty, or use --order random")
+    dim_old = resolve_dims(query.dim, gallery.dim, dims)
+    dim_new = resolve_dims(query.dim, new_gallery.dim, dims)
+    fractions, backfilled = curve_points(steps, gallery.rows)
+    old = gallery.read_all()
+    new = align_by_id(old, new_gallery.read_all(), source_name(new_gallery))
+    backfill = backfill_order(order, ids=old.ids, uncertainty=old.uncertainty, embeddings=old.embeddings, seed=seed)
+    new = EmbeddingBlock(new.embeddings, old.ids, old.labels)  # labels and ids of GALLERY
+    galleries = tuple(prepare(block.take(backfill), info["used"], metric, gallery=True)
+                      for block, info in ((old, dim_old), (new, dim_new)))
+    sums = [MetricSums(ks, at_r=map_at_r) for _ in fractions]
+    block_rows = max(1, min(query_block, HELD_SCORES // max(gallery.rows, 1)))
+    done = 0
+    for block in query.iter_blocks(block_rows):
+        queries = tuple(prepare(block, info["used"], metric, gallery=False) for info in (dim_old, dim_new))
+        _curve_block(queries, galleries, backfilled, sums)
+        done += len(block)
+        report_progress(progress, "backfill curve", done, query.rows)
+    report = build_report(sums[0], query, gallery, distance, dim_old, started)
+    report["curve"] = _curve_report(sums, fractions, backfilled, order, seed, dim_new)
+    report["inputs"]["new_gallery"] = describe_source(new_gallery)
+    report["elapsed_s"] = round(time.perf_counter() - started, 4)
+    return report
+
+
+def _curve_report(sums: list[MetricSums], fractions, backfilled, order: str, seed: int, dim_new: dict) -> dict:
+    points = [s.result() for s in sums]
+    curve = {"fractions": fractions.tolist(), "backfilled_rows": backfilled.tolist(), "order": order,
+             "seed": seed, "steps": len(fractions) - 1, "dims_new": dim_new,
+             "auc_rule": f"AUC = plain mean of the metric at the {len(fractions)} points (fractions 0..1, ends included)"}
+    for name in points[0]:
+        curve[name] = [p[name] for p in points]
+    curve["auc"] = {name: float(np.mean(curve[name])) for name in points[0]}
+    return curve

@@ -1,0 +1,135 @@
+"""`evaluate`: exact, streamed retrieval metrics of QUERY against GALLERY.
+
+Per query block, the gallery flows in blocks twice: first to collect every positive's score
+(same label, own id left out), then to count, per positive, the gallery rows that beat it
+(ranking.count_better). A small gallery is prepared once and kept; the score matrix of one
+query block against it is then computed once. Peak memory is set by the block sizes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Iterator
+
+import numpy as np
+
+from compatctl.errors import BadInputError
+from compatctl.evaluate.ranking import MetricSums, count_better, find_positives
+from compatctl.evaluate.sources import (TIE_RULE, Gallery, Prepared, ProgressFn, as_source, describe_source,
+                                        exclude_self, get_distance, query_blocks, report_progress,
+                                        require_labels, resolve_dims, score)
+from compatctl.evaluate.topk import topk_only
+
+DEFAULT_QUERY_BLOCK = 1024
+DEFAULT_GALLERY_BLOCK = 16384
+HELD_SCORES = 1 << 25  # float32 scores of one query block against a kept gallery, computed once
+
+
+@dataclasses.dataclass
+class Segment:
+    """Scores of a query block against one gallery block, the query's own row at −inf."""
+
+    scores: np.ndarray
+    gallery: Prepared
+    self_rows: np.ndarray
+    self_cols: np.ndarray
+
+
+def segments(queries: Prepared, gallery: Gallery) -> Iterator[Segment]:
+    """Score ``queries`` against each gallery block in turn."""
+    for _, block in gallery.blocks():
+        scores = score(queries, block)
+        rows, cols = exclude_self(scores, queries.ids, block.ids)
+        yield Segment(scores, block, rows, cols)
+
+
+def rank_query_block(queries: Prepared, gallery: Gallery, sums: MetricSums) -> None:
+    """Exact ranks of every positive of a query block; adds its metrics to ``sums``."""
+    held = None
+    if gallery.kept and len(queries.ids) * gallery.rows <= HELD_SCORES:
+        held = list(segments(queries, gallery))
+    passes: Callable[[], Iterator[Segment]] = (lambda: iter(held)) if held else (lambda: segments(queries, gallery))
+    found = []
+    for index, segment in enumerate(passes()):
+        rows, cols = find_positives(queries.labels, segment.gallery, segment.self_rows, segment.self_cols)
+        found.append((rows, segment.scores[rows, cols], segment.gallery.ids[cols], np.full(len(rows), index)))
+        sums.left_out += len(segment.self_rows)
+    rows, values, ids, where = (np.concatenate(parts) for parts in zip(*found)) if found else [np.zeros(0)] * 4
+    order = np.argsort(rows, kind="stable")
+    rows, values, ids, where = rows[order].astype(np.int64), values[order], ids[order], where[order]
+    better = np.zeros(len(rows), np.int64)
+    for index, segment in enumerate(passes()):
+        better += count_better(segment.scores, segment.gallery.ids, rows, values, ids, where == index)
+    sums.add_ranks(rows, better + 1, len(queries.ids))
+
+
+def check_topk(topk) -> tuple[int, ...]:
+    """Sorted unique k values, each a whole number >= 1."""
+    ks = tuple(sorted({int(k) for k in topk}))
+    if not ks or ks[0] < 1:
+        raise BadInputError(f"--topk {','.join(map(str, topk))}: give whole numbers >= 1, e.g. 1,5")
+    return ks
+
+
+def check_blocks(query_block: int, gallery_block: int) -> None:
+    if query_block < 1 or gallery_block < 1:
+        raise BadInputError(f"block sizes must be >= 1 (query_block={query_block}, gallery_block={gallery_block})")
+
+
+def evaluate(query, gallery, *, distance: str = "cosine", topk=(1, 5), dims: int | None = None,
+             with_map: bool = True, map_at_r: bool = False, query_block: int = DEFAULT_QUERY_BLOCK,
+             gallery_block: int = DEFAULT_GALLERY_BLOCK, progress: ProgressFn | None = None) -> dict:
+    """Top-k (CMC) and full-ranking mAP of ``query`` against ``gallery``, leave-one-out by id.
+
+    Args:
+        query, gallery: opened embedding sources (``open_embeddings``) or EmbeddingBlocks, with labels.
+        distance: "cosine" (normalised inner product) or "l2" (raw Euclidean).
+        topk: the k of the CMC top-k metrics.
+        dims: compare the first ``dims`` dims (default: the narrower side's width).
+        with_map: False reads the gallery once for top-k only (no mAP; queries kept in memory).
+        map_at_r: also report mAP@R (R = the query's number of positives).
+        query_block, gallery_block: rows per block; they set the peak memory.
+        progress: optional callable (description, done, total).
+    Returns:
+        The report: metrics, counts, distance, dims, inputs, ranking rules, elapsed_s.
+    Raises:
+        BadInputError: missing labels, bad dims/topk/blocks, --map-at-r without the full ranking.
+    """
+    started = time.perf_counter()
+    query, gallery = as_source(query), as_source(gallery)
+    ks, metric = check_topk(topk), get_distance(distance)
+    check_blocks(query_block, gallery_block)
+    require_labels(query, gallery)
+    dim_info = resolve_dims(query.dim, gallery.dim, dims)
+    if map_at_r and not with_map:
+        raise BadInputError("--map-at-r needs the full ranking; drop --no-map")
+    sums = MetricSums(ks, at_r=map_at_r, with_map=with_map)
+    used = dim_info["used"]
+    if with_map:
+        kept = Gallery(gallery, used, metric, gallery_block)
+        done = 0
+        for queries in query_blocks(query, used, metric, query_block):
+            rank_query_block(queries, kept, sums)
+            done += len(queries.ids)
+            report_progress(progress, "ranking", done, query.rows)
+    else:
+        queries = list(query_blocks(query, used, metric, query_block))
+        topk_only(queries, Gallery(gallery, used, metric, gallery_block, cache_bytes=0), sums, progress)
+    return build_report(sums, query, gallery, distance, dim_info, started)
+
+
+def build_report(sums: MetricSums, query, gallery, distance: str, dim_info: dict, started: float) -> dict:
+    """The report dict of one query/gallery evaluation."""
+    return {
+        "metrics": sums.result(),
+        "distance": distance,
+        "dims": dim_info,
+        "counts": {"queries": int(query.rows), "gallery": int(gallery.rows), "evaluated": sums.evaluated,
+                   "skipped_no_positive": sums.skipped, "left_out_self": sums.left_out},
+        "inputs": {"query": describe_source(query), "gallery": describe_source(gallery)},
+        "ranking": {"tie_rule": TIE_RULE,
+                    "map": "full ranking" if sums.with_map else "not computed (top-k only)",
+                    "skipped": "queries without any positive in the gallery are left out of every metric"},
+        "elapsed_s": round(time.perf_counter() - started, 4),
+    }

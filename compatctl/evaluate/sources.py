@@ -1,0 +1,206 @@
+"""Inputs of an evaluation: embedding sources, the distance, the dims compared, prepared blocks.
+
+A *source* is what ``compatctl.store.open_embeddings`` returns (an EmbeddingSet directory or an
+EmbeddingFile) or, for library users and tests, a plain in-memory ``EmbeddingBlock``. Every
+score in compatctl's evaluation is "larger is better":
+
+- ``cosine``: the inner product of the L2-normalised (first ``dims``) embeddings;
+- ``l2``: minus the squared Euclidean distance on the raw embeddings, computed as
+  ``q·g − ½‖g‖²`` (the query's own norm is the same for every gallery row of its ranking,
+  so dropping it changes no ranking and saves a pass).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+from compatctl.errors import BadInputError
+from compatctl.store import EmbeddingBlock
+
+# Rank ties (equal float32 scores) are broken by the gallery id: the smaller id ranks first.
+# The same rule decides top-k and every positive's rank for mAP, so the two always agree.
+TIE_RULE = "equal scores: the gallery row with the smaller id ranks first (same rule for top-k and mAP)"
+
+
+@dataclasses.dataclass(frozen=True)
+class Distance:
+    """How a distance turns embeddings into larger-is-better scores."""
+
+    name: str
+    normalize: bool
+    squared_norm_bias: bool
+    description: str
+
+
+DISTANCES: dict[str, Distance] = {
+    "cosine": Distance("cosine", True, False, "inner product of L2-normalised embeddings"),
+    "l2": Distance("l2", False, True, "raw Euclidean distance, no normalisation"),
+}
+
+
+def get_distance(name: str) -> Distance:
+    """The Distance called ``name``; BadInputError for an unknown one."""
+    if name not in DISTANCES:
+        raise BadInputError(f"--distance {name!r}: unknown; use one of {', '.join(DISTANCES)}")
+    return DISTANCES[name]
+
+
+class BlockSource:
+    """An in-memory EmbeddingBlock seen through the source interface (tests, library callers)."""
+
+    def __init__(self, block: EmbeddingBlock, name: str = "<memory>"):
+        self.block, self.path = block, Path(name)
+        self.rows, self.dim = block.embeddings.shape
+        self.has_labels = block.labels is not None
+        self.has_uncertainty = block.uncertainty is not None
+        self.model_fingerprint = None
+        self.header: dict = {}
+
+    def iter_blocks(self, block_rows: int = 65536, part=(1, 1), verify: bool = True) -> Iterator[EmbeddingBlock]:
+        for start in range(0, self.rows, block_rows):
+            yield self.block.take(slice(start, start + block_rows))
+
+    def read_all(self) -> EmbeddingBlock:
+        return self.block
+
+
+def as_source(source):
+    """Accept an opened embeddings source or an EmbeddingBlock."""
+    return BlockSource(source) if isinstance(source, EmbeddingBlock) else source
+
+
+def source_name(source) -> str:
+    return str(getattr(source, "path", "<memory>"))
+
+
+def describe_source(source) -> dict:
+    """The report's record of one input: path, model fingerprint, rows, dim."""
+    return {"path": source_name(source), "model_fingerprint": source.model_fingerprint,
+            "rows": int(source.rows), "dim": int(source.dim)}
+
+
+def require_labels(*sources) -> None:
+    """Every metric compares labels: refuse a source without them, naming it."""
+    for source in sources:
+        if not source.has_labels:
+            raise BadInputError(f"{source_name(source)}: has no labels, but top-k and mAP need a label per row; "
+                                "embed a split with labels or add a 'labels' array")
+
+
+def resolve_dims(query_dim: int, gallery_dim: int, dims: int | None) -> dict:
+    """Which leading dims are compared, and why (the report's ``dims`` entry).
+
+    Without ``dims``, a wider side (BT² appends extra dims after the old ones) is cut to the
+    first min(D) dims. ``dims`` forces N leading dims; it must not exceed either side.
+    """
+    narrow = min(query_dim, gallery_dim)
+    if dims is not None:
+        if not 1 <= dims <= narrow:
+            raise BadInputError(f"--dims {dims}: query has {query_dim} dims and gallery {gallery_dim}; "
+                                f"choose 1..{narrow}")
+        used, note = dims, f"forced by --dims: first {dims} dims of both sides"
+    elif query_dim != gallery_dim:
+        used, note = narrow, (f"query has {query_dim} dims, gallery {gallery_dim}: "
+                              f"compared the first {narrow} dims of both")
+    else:
+        used, note = narrow, "all dims"
+    return {"query": int(query_dim), "gallery": int(gallery_dim), "used": int(used),
+            "truncated": used < max(query_dim, gallery_dim), "note": note}
+
+
+@dataclasses.dataclass
+class Prepared:
+    """A block ready for scoring: ``scores = queries.matrix @ gallery.matrix.T + gallery.bias``."""
+
+    matrix: np.ndarray          # float32 [n, dims], C-contiguous
+    ids: np.ndarray             # int64 [n]
+    labels: np.ndarray | None   # int64 [n]
+    bias: np.ndarray | None = None  # float32 [n]: −½‖g‖² for l2 galleries
+    _groups: tuple | None = None
+
+    def label_groups(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(classes sorted, start of each class in ``by_label``, ``by_label`` = rows sorted by label)."""
+        if self._groups is None:
+            by_label = np.argsort(self.labels, kind="stable")
+            classes, starts = np.unique(self.labels[by_label], return_index=True)
+            self._groups = (classes, np.append(starts, len(by_label)), by_label)
+        return self._groups
+
+
+def prepare(block: EmbeddingBlock, dims: int, distance: Distance, *, gallery: bool) -> Prepared:
+    """Cut to the first ``dims`` dims, normalise for cosine, add the l2 bias for a gallery block."""
+    matrix = np.ascontiguousarray(block.embeddings[:, :dims], dtype=np.float32)
+    if distance.normalize:
+        norms = np.sqrt(np.einsum("ij,ij->i", matrix, matrix, dtype=np.float32))
+        matrix /= np.maximum(norms, np.float32(1e-30))[:, None]  # a zero row scores 0 against all
+    bias = None
+    if gallery and distance.squared_norm_bias:
+        bias = np.float32(-0.5) * np.einsum("ij,ij->i", matrix, matrix, dtype=np.float32)
+    labels = None if block.labels is None else np.asarray(block.labels, np.int64)
+    return Prepared(matrix, np.asarray(block.ids, np.int64), labels, bias)
+
+
+def score(queries: Prepared, gallery: Prepared) -> np.ndarray:
+    """float32 [q, g] larger-is-better scores (one GEMM)."""
+    scores = queries.matrix @ gallery.matrix.T
+    if gallery.bias is not None:
+        scores += gallery.bias[None, :]
+    return scores
+
+
+def exclude_self(scores: np.ndarray, query_ids: np.ndarray, gallery_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Leave-one-out by id: set each query's own gallery row to −inf; returns (query rows, gallery cols)."""
+    if len(gallery_ids) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    sorter = np.argsort(gallery_ids, kind="stable")
+    sorted_ids = gallery_ids[sorter]
+    where = np.minimum(np.searchsorted(sorted_ids, query_ids), len(sorted_ids) - 1)
+    rows = np.flatnonzero(sorted_ids[where] == query_ids)
+    cols = sorter[where[rows]]
+    scores[rows, cols] = -np.inf
+    return rows, cols
+
+
+class Gallery:
+    """A gallery source prepared block by block; held in memory when small, else re-streamed.
+
+    Blocks are cached when the prepared gallery takes at most ``cache_bytes``; otherwise every
+    pass reads the source again, so memory stays set by ``block_rows``.
+    """
+
+    def __init__(self, source, dims: int, distance: Distance, block_rows: int, cache_bytes: int = 256 << 20):
+        self.source, self.dims, self.distance, self.block_rows = source, dims, distance, block_rows
+        self.rows = int(source.rows)
+        self._cache = [] if self.rows * dims * 4 <= cache_bytes else None
+        if self._cache is not None:
+            self._cache = list(self._read())
+        self.kept = self._cache is not None
+
+    def _read(self) -> Iterator[tuple[int, Prepared]]:
+        start = 0
+        for block in self.source.iter_blocks(self.block_rows):
+            yield start, prepare(block, self.dims, self.distance, gallery=True)
+            start += len(block)
+
+    def blocks(self) -> Iterator[tuple[int, Prepared]]:
+        """(first row index, prepared block) in gallery row order."""
+        return iter(self._cache) if self._cache is not None else self._read()
+
+
+def query_blocks(source, dims: int, distance: Distance, block_rows: int) -> Iterator[Prepared]:
+    """The query source, prepared block by block."""
+    for block in source.iter_blocks(block_rows):
+        yield prepare(block, dims, distance, gallery=False)
+
+
+ProgressFn = Callable[[str, int, int], None]
+
+
+def report_progress(progress: ProgressFn | None, description: str, done: int, total: int) -> None:
+    """Call the caller's progress callback (description, done, total) if there is one."""
+    if progress is not None:
+        progress(description, done, total)
