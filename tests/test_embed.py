@@ -160,3 +160,31 @@ def test_unknown_architecture_in_checkpoint(runner, model_path, tmp_path):
     result = embed(runner, tmp_path / "bad.safetensors", tmp_path / "e")
     assert result.exit_code == 2 and "unknown architecture 'vit_huge'" in result.output
     assert "tiny_cnn" in result.output
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_matches_clean_run(model_path, tmp_path):
+    """A real `compatctl embed` process killed after its first shards resumes to the same set."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    data = "builtin:classes=4,train=40,test=3000,size=16"
+    out = tmp_path / "killed"
+    command = [sys.executable, "-m", "compatctl", "embed", str(model_path), data, "--out", str(out),
+               "--device", "cpu", "--shard-rows", "100", "--batch-size", "10"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline and len(shard_files(out)) < 3 and process.poll() is None:
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (out / "manifest.json").exists(), "the run finished before it could be killed"
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    clean = tmp_path / "clean"
+    subprocess.run([*command[:7], str(clean), *command[8:]], check=True, stdout=subprocess.DEVNULL)
+    resumed, reference = open_embeddings(out).read_all(), open_embeddings(clean).read_all()
+    assert np.array_equal(resumed.ids, reference.ids) and np.array_equal(resumed.labels, reference.labels)
+    assert np.allclose(resumed.embeddings, reference.embeddings, atol=1e-5)
