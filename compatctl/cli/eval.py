@@ -76,6 +76,10 @@ def eval_cli(
         raise BadInputError("give QUERY and GALLERY, or --set NAME=PATH (two or more) for a matrix")
     curve = _check_curve_usage(backfill_with, order, steps, plot, no_map)
     gates = parse_gates(fail_under, gate_names(ks, with_map=not no_map, map_at_r=map_at_r, curve=curve))
+    if plot:
+        from compatctl.evaluate.plot import require_matplotlib
+
+        require_matplotlib()
     report = _run_single(query, gallery, backfill_with, order, steps, seed, options, gallery_block, no_map)
     _show_report(report)
     if json_path:

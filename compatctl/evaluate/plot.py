@@ -7,19 +7,27 @@ from pathlib import Path
 from compatctl.errors import BadInputError
 
 
+def require_matplotlib() -> None:
+    """Raise BadInputError naming the fix when matplotlib is not installed (check before any work)."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise BadInputError("--plot needs matplotlib: install compatctl's 'plot' extra "
+                            "(pip install matplotlib), or drop --plot") from None
+
+
 def plot_curve(report: dict, path: Path) -> None:
     """Write the report's curve (every metric against the backfilled fraction) to ``path``.
 
     Raises:
         BadInputError: matplotlib is not installed, or the report has no curve.
     """
-    try:
-        import matplotlib
+    require_matplotlib()
+    import matplotlib
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise BadInputError("--plot needs matplotlib: pip install 'compatctl[plot]' (or drop --plot)") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     curve = report.get("curve")
     if not curve:
         raise BadInputError("--plot draws a backfill curve: add --backfill-with NEW_GALLERY")
