@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from compatctl.backfill.destination import (earlier_backfilled, earlier_rows, prepare_destination,
-                                            remove_temp_files)
+from compatctl.backfill.destination import (backfilled_ids, earlier_backfilled, earlier_rows,
+                                            prepare_destination, remove_temp_files)
 from compatctl.backfill.orders import ORDERS, budget_rows
 from compatctl.backfill.plan import check_plan_path, chosen_rows, write_plan
 from compatctl.backfill.rows import GalleryShards, RowSpill, content_fingerprint, missing_ids_message, scratch_dir
@@ -186,8 +186,6 @@ def _choose(inputs: Inputs, transformer: ShardTransformer, *, rows: int, order: 
 
 
 def _plan_only(inputs: Inputs, out, plan_path: Path, *, rows, order, seed, block_rows, scratch, progress) -> dict:
-    from compatctl.backfill.destination import backfilled_ids
-
     transformer = ShardTransformer(inputs, scratch=scratch, block_rows=block_rows, progress=progress)
     ids, picked = _choose(inputs, transformer, rows=rows, order=order, seed=seed, progress=progress)
     planned_ids = ids[picked]
