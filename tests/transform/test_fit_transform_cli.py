@@ -24,7 +24,7 @@ def _run(runner, *args):
 
 def test_fit_transform_writes_an_mlp_with_uncertainty(runner, pair):
     old, new, tmp = pair
-    result, text = _run(runner, old, new, "--out", tmp / "h.safetensors", "uncertainty=true", "epochs=3",
+    result, text = _run(runner, old, new, "--out", tmp / "h.safetensors", "uncertainty=true", "epochs=3", "lr=3e-3",
                         "width=16", "branch_width=16")
     assert result.exit_code == 0, text
     assert "matched pairs" in text and "300" in text and "val top1" in text
