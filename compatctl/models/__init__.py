@@ -143,19 +143,33 @@ def embed_images(model: EmbeddingModel, header: dict, images: np.ndarray, *, bat
                  device: str = "cpu", progress: Callable[[int, int], None] | None = None) -> np.ndarray:
     """Embeddings float32 [N, width] of uint8 NHWC ``images``, normalized as recorded in ``header``.
 
-    No augmentation; runs under ``torch.inference_mode``. ``progress(done, total)`` after each batch.
+    No augmentation; runs under ``torch.inference_mode``. Batches go to ``device`` as uint8 and
+    results stay there until the end, so a GPU is not stalled by a copy back per batch.
+    ``progress(done, total)`` after each batch is queued.
     """
-    from compatctl.data.transforms import Normalization, normalize, to_tensor
+    from compatctl.data.transforms import Normalization
 
     norm = Normalization.from_dict(header.get("normalization"))
-    out = np.empty((len(images), model.embedding_width), np.float32)
+    scale = _pixel_scaler(norm, device)
+    out = torch.empty((len(images), model.embedding_width), dtype=torch.float32, device=device)
     with torch.inference_mode():
         for start in range(0, len(images), batch_size):
-            batch = to_tensor(images[start:start + batch_size]).to(device, non_blocking=True)
-            out[start:start + len(batch)] = model.embed(normalize(batch, norm)).float().cpu().numpy()
+            chunk = torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size]))
+            batch = chunk.to(device, non_blocking=True).permute(0, 3, 1, 2).contiguous()
+            out[start:start + len(batch)] = model.embed(scale(batch)).float()
             if progress is not None:
                 progress(start + len(batch), len(images))
-    return out
+        return out.cpu().numpy()
+
+
+def _pixel_scaler(norm, device: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """uint8 NCHW -> normalized float32, the same arithmetic as ``transforms.normalize``,
+    with the mean/std tensors built once instead of per batch."""
+    if norm is None:
+        return lambda batch: batch.float().div_(255.0)
+    mean = torch.tensor(norm.mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+    std = torch.tensor(norm.std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+    return lambda batch: batch.float().div_(255.0).sub_(mean).div_(std)
 
 
 __all__ = ["BACKBONES", "EmbeddingModel", "ModelOutput", "ModelSpec", "build_model", "embed_images",

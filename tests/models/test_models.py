@@ -88,3 +88,14 @@ def test_resolve_device():
     assert resolve_device("auto") in ("cpu", "cuda")
     with pytest.raises(BadInputError, match="use auto, cpu or cuda"):
         resolve_device("tpu")
+
+
+@pytest.mark.parametrize("normalization", [NORM, None])
+def test_embed_images_matches_training_preprocessing(normalization):
+    from compatctl.data.transforms import Normalization, normalize, to_tensor
+
+    model = build_model(ModelSpec("tiny_cnn", 4, 3)).eval()
+    images = np.random.default_rng(2).integers(0, 256, (10, 8, 8, 3), dtype=np.uint8)
+    with torch.inference_mode():
+        expected = model.embed(normalize(to_tensor(images), Normalization.from_dict(normalization))).numpy()
+    assert np.array_equal(embed_images(model, {"normalization": normalization}, images, batch_size=10), expected)
