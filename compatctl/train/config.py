@@ -44,6 +44,9 @@ class BT2Config:
     old_classifier_weight: float = option(10.0, min=0.0,
                                           help="lambda2: CE of the compatible part through the class-mean "
                                                "classifier of old embeddings")
+    classifier_scale: float = option(16.0, min=0.0,
+                                     help="the class-mean classifier is cosine (both sides normalized) times "
+                                          "this scale; 0 uses raw dot products")
     teacher: str | None = option(None, help="path of an independently trained new model to distil from")
     teacher_weight: float = option(1.0, min=0.0, help="lambda1: 1 - cos(feature, teacher embedding)")
 

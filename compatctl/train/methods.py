@@ -244,11 +244,18 @@ def _build_bt2(setup: Setup) -> MethodLoss:
     config = setup.config.bt2
     d_old = setup.old.embedding_width
     class_means = class_mean_embeddings(setup.old, setup.images, setup.labels, setup.num_classes)
+    if config.classifier_scale > 0:  # cosine: raw dot products let the compatible part's norm run away
+        class_means = F.normalize(class_means, dim=1)
+
+    def class_logits(compatible: torch.Tensor) -> torch.Tensor:
+        if config.classifier_scale > 0:
+            return config.classifier_scale * F.normalize(compatible, dim=1) @ class_means.T
+        return compatible @ class_means.T
 
     def extra(output, views, labels):
         compatible = output.embedding[:, :d_old]
         total = config.align_weight * _cosine_distance(compatible, setup.old.embed(views))
-        total = total + config.old_classifier_weight * _cross_entropy(setup, compatible @ class_means.T, labels)
+        total = total + config.old_classifier_weight * _cross_entropy(setup, class_logits(compatible), labels)
         if setup.teacher is not None:
             teacher = setup.teacher.embed(views)
             total = total + config.teacher_weight * _cosine_distance(output.feature[:, :teacher.shape[1]], teacher)
