@@ -31,7 +31,9 @@ class RunningTopK:
         unfilled = np.flatnonzero(np.isneginf(threshold))
         columns = scores.shape[1]
         if len(unfilled) and columns > self.k:  # k-th best of this block bounds what can enter
-            threshold[unfilled] = np.partition(scores[unfilled], columns - self.k, axis=1)[:, columns - self.k]
+            kth = scores[unfilled]
+            kth.partition(columns - self.k, axis=1)  # in place on the copy: one block-sized buffer
+            threshold[unfilled] = kth[:, columns - self.k]
         rows, cols = np.nonzero(scores >= threshold[:, None])
         values = scores[rows, cols]
         keep = values > -np.inf
