@@ -89,7 +89,9 @@ def evaluate(query, gallery, *, distance: str = "cosine", topk=(1, 5), dims: int
         dims: compare the first ``dims`` dims (default: the narrower side's width).
         with_map: False reads the gallery once for top-k only (no mAP; queries kept in memory).
         map_at_r: also report mAP@R (R = the query's number of positives).
-        query_block, gallery_block: rows per block; they set the peak memory.
+        query_block, gallery_block: rows per block; they set the peak memory: about 12 bytes ×
+            query_block × gallery_block for scores (a gallery of at most 256 MiB is kept prepared),
+            plus ~30 bytes per (query, positive) pair of one query block for the ranks.
         progress: optional callable (description, done, total).
     Returns:
         The report: metrics, counts, distance, dims, inputs, ranking rules, elapsed_s.

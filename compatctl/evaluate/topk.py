@@ -34,7 +34,12 @@ class RunningTopK:
             kth = scores[unfilled]
             kth.partition(columns - self.k, axis=1)  # in place on the copy: one block-sized buffer
             threshold[unfilled] = kth[:, columns - self.k]
-        rows, cols = np.nonzero(scores >= threshold[:, None])
+        live = np.flatnonzero(scores.max(axis=1) >= threshold)  # rows where something can enter
+        if 2 * len(live) > len(threshold):  # early blocks: most rows
+            rows, cols = np.nonzero(scores >= threshold[:, None])
+        else:  # later blocks: few rows, look at those only
+            live_rows, cols = np.nonzero(scores[live] >= threshold[live, None])
+            rows = live[live_rows]
         values = scores[rows, cols]
         keep = values > -np.inf
         self._keep_best(rows[keep], values[keep], ids[cols[keep]], labels[cols[keep]])
