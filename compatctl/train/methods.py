@@ -13,8 +13,9 @@ the "data" side of a step) and the inputs into a loss (``loss``: the forward pas
   which must then cover every class listed for the new model;
 - ``bt2``: the model gets ``bt2.extra_dims`` extra dims and an orthonormal basis
   transformation; its first d_old embedding dims are the compatible part. Loss: CE on the base
-  feature + λ3 (1 − cos(compatible, φ_old)) + λ2 CE(M · compatible, y), M the class means of
-  old embeddings (all classes), + λ1 (1 − cos(feature, φ'_new)) when ``bt2.teacher`` is set
+  feature + λ3 (1 − cos(compatible, φ_old)) + λ2 CE(s · cos(M, compatible), y), M the class
+  means of old embeddings (all classes), s = ``bt2.classifier_scale`` (0: raw dot products,
+  which let the compatible part's norm run away and wrecked new/new in our CIFAR-10 runs), + λ1 (1 − cos(feature, φ'_new)) when ``bt2.teacher`` is set
   (a teacher narrower than the feature is matched to the feature's first dims, so the usual
   independent new model of the old model's width can serve);
 - ``contrastive``: SimCLR NT-Xent on two random views of each image; labels unused.

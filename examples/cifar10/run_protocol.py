@@ -90,48 +90,15 @@ def _embeddings(out: Path, name: str) -> str:
     return str(path if path.exists() else path.with_suffix(".npz"))
 
 
-def eval_is_built() -> bool:
-    command = shlex.split(os.environ.get("COMPATCTL", f"{shlex.quote(sys.executable)} -m compatctl"))
-    help_text = subprocess.run(command + ["eval", "--help"], stdout=subprocess.PIPE, text=True).stdout
-    return "Not built yet" not in help_text
-
-
 def evaluate(out: Path) -> dict[str, dict]:
-    """metrics (top1, map) per case, from `compatctl eval --json` (or the temporary fallback)."""
-    results, built = {}, eval_is_built()
+    """metrics (top1, map) per case, from `compatctl eval --json`."""
+    results = {}
     for label, query, gallery in CASES:
         report = out / "reports" / f"{query}__{gallery}.json"
         report.parent.mkdir(parents=True, exist_ok=True)
-        if built:
-            compatctl("eval", _embeddings(out, query), _embeddings(out, gallery), "--json", str(report))
-        else:
-            report.write_text(json.dumps({"metrics": fallback_metrics(_embeddings(out, query),
-                                                                      _embeddings(out, gallery))}))
+        compatctl("eval", _embeddings(out, query), _embeddings(out, gallery), "--json", str(report))
         results[label] = json.loads(report.read_text())["metrics"]
     return results
-
-
-def fallback_metrics(query_path: str, gallery_path: str, block: int = 500) -> dict:
-    """TEMPORARY (until `compatctl eval` lands): leave-one-out cosine top-1 and mAP in numpy."""
-    import numpy as np
-
-    from compatctl.store import open_embeddings
-
-    query, gallery = open_embeddings(query_path).read_all(), open_embeddings(gallery_path).read_all()
-    q = query.embeddings / np.linalg.norm(query.embeddings, axis=1, keepdims=True)
-    g = gallery.embeddings / np.linalg.norm(gallery.embeddings, axis=1, keepdims=True)
-    top1, aps = [], []
-    for start in range(0, len(q), block):
-        similarity = q[start:start + block] @ g.T
-        similarity[query.ids[start:start + block, None] == gallery.ids[None, :]] = -np.inf
-        order = np.argsort(-similarity, axis=1)[:, :-1]  # the excluded self item sorts last
-        hits = gallery.labels[order] == query.labels[start:start + block, None]
-        top1.append(hits[:, 0])
-        ranks = np.cumsum(hits, axis=1) / np.arange(1, hits.shape[1] + 1)
-        positives = hits.sum(axis=1)
-        aps.append(np.where(positives > 0, (ranks * hits).sum(axis=1) / np.maximum(positives, 1), np.nan))
-    return {"top1": float(np.concatenate(top1).mean()), "map": float(np.nanmean(np.concatenate(aps))),
-            "note": "temporary numpy fallback (cosine, leave-one-out)"}
 
 
 def print_table(results: dict[str, dict]) -> None:
