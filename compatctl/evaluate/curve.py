@@ -64,6 +64,18 @@ def _counts(scores: np.ndarray, gallery: Prepared, bounds: np.ndarray, rows, val
     return beat
 
 
+def _thresholds(scores: list[np.ndarray], rows: np.ndarray, cols: np.ndarray, gallery_ids: np.ndarray):
+    """Each positive twice — with its old score, then its new score — sorted by query row.
+
+    Returns (order, rows, cols, values, ids); ``order`` maps back to [old thresholds, new thresholds].
+    """
+    both = np.concatenate([rows, rows])
+    order = np.argsort(both, kind="stable")
+    t_cols = np.concatenate([cols, cols])[order]
+    values = np.concatenate([scores[0][rows, cols], scores[1][rows, cols]])[order]
+    return order, both[order], t_cols, values, gallery_ids[t_cols]
+
+
 def _curve_block(queries: tuple[Prepared, Prepared], galleries: tuple[Prepared, Prepared], bounds: np.ndarray,
                  sums: list[MetricSums]) -> None:
     """Add one query block's metrics at every curve point."""
@@ -72,22 +84,14 @@ def _curve_block(queries: tuple[Prepared, Prepared], galleries: tuple[Prepared, 
     scores[1][self_rows, self_cols] = -np.inf  # same ids in both versions
     rows, cols = find_positives(queries[0].labels, galleries[0], self_rows, self_cols)
     chunk_of = np.searchsorted(bounds, cols, side="right")  # the point at which p is backfilled
-    # Thresholds: each positive with its old score, then with its new score (sorted by row).
-    both = np.concatenate([rows, rows])
-    order = np.argsort(both, kind="stable")
-    t_rows, t_cols = both[order], np.concatenate([cols, cols])[order]
-    t_values = np.concatenate([scores[0][rows, cols], scores[1][rows, cols]])[order]
-    t_ids = galleries[0].ids[t_cols]
-    beat = [_counts(s, galleries[0], bounds, t_rows, t_values, t_ids, t_cols) for s in scores]
-    before, after = np.cumsum(beat[0], axis=0), np.cumsum(beat[1], axis=0)
-    ranks_all = 1 + after + (before[-1:] - before)  # [point, threshold]
-    back = np.empty(len(order), np.int64)
-    back[order] = np.arange(len(order))
-    old_ranks, new_ranks = ranks_all[:, back[: len(rows)]], ranks_all[:, back[len(rows):]]
+    order, t_rows, t_cols, t_values, t_ids = _thresholds(scores, rows, cols, galleries[0].ids)
+    beat_old, beat_new = (_counts(s, galleries[0], bounds, t_rows, t_values, t_ids, t_cols) for s in scores)
+    before, after = np.cumsum(beat_old, axis=0), np.cumsum(beat_new, axis=0)
+    ranks = np.empty_like(before)  # [point, threshold], back in [old thresholds, new thresholds] order
+    ranks[:, order] = 1 + after + (before[-1:] - before)
     for point, point_sums in enumerate(sums):
-        ranks = np.where(chunk_of <= point, new_ranks[point], old_ranks[point])
-        point_sums.add_ranks(rows, ranks, len(queries[0].ids))
-    for point_sums in sums:
+        at_point = np.where(chunk_of <= point, ranks[point, len(rows):], ranks[point, : len(rows)])
+        point_sums.add_ranks(rows, at_point, len(queries[0].ids))
         point_sums.left_out += len(self_rows)
 
 
