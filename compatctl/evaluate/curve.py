@@ -125,13 +125,14 @@ def backfill_curve(query, gallery, new_gallery, *, order: str = "random", steps:
     new = align_by_id(old, new_gallery.read_all(), source_name(new_gallery))
     backfill = backfill_order(order, ids=old.ids, uncertainty=old.uncertainty, embeddings=old.embeddings, seed=seed)
     new = EmbeddingBlock(new.embeddings, old.ids, old.labels)  # labels and ids of GALLERY
-    galleries = tuple(prepare(block.take(backfill), info["used"], metric, gallery=True)
-                      for block, info in ((old, dim_old), (new, dim_new)))
+    galleries = tuple(prepare(block.take(backfill), info["used"], metric, gallery=True, name=source_name(source))
+                      for block, info, source in ((old, dim_old, gallery), (new, dim_new, new_gallery)))
     sums = [MetricSums(ks, at_r=map_at_r) for _ in fractions]
     block_rows = max(1, min(query_block, HELD_SCORES // max(gallery.rows, 1)))
     done = 0
     for block in query.iter_blocks(block_rows):
-        queries = tuple(prepare(block, info["used"], metric, gallery=False) for info in (dim_old, dim_new))
+        queries = tuple(prepare(block, info["used"], metric, gallery=False, name=source_name(query))
+                        for info in (dim_old, dim_new))
         _curve_block(queries, galleries, backfilled, sums)
         done += len(block)
         report_progress(progress, "backfill curve", done, query.rows)

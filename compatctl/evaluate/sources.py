@@ -131,9 +131,17 @@ class Prepared:
         return self._groups
 
 
-def prepare(block: EmbeddingBlock, dims: int, distance: Distance, *, gallery: bool) -> Prepared:
-    """Cut to the first ``dims`` dims, normalise for cosine, add the l2 bias for a gallery block."""
+def prepare(block: EmbeddingBlock, dims: int, distance: Distance, *, gallery: bool, name: str = "") -> Prepared:
+    """Cut to the first ``dims`` dims, normalise for cosine, add the l2 bias for a gallery block.
+
+    Raises:
+        BadInputError: a row holds NaN or Inf (``name`` is the source named in the message).
+    """
     matrix = np.ascontiguousarray(block.embeddings[:, :dims], dtype=np.float32)
+    bad = ~np.isfinite(matrix).all(axis=1)
+    if bad.any():
+        raise BadInputError(f"{name or 'embeddings'}: {int(bad.sum())} rows hold NaN or Inf, first ids "
+                            f"{block.ids[bad][:5].tolist()}; drop or re-embed them")
     if distance.normalize:
         norms = np.sqrt(np.einsum("ij,ij->i", matrix, matrix, dtype=np.float32))
         matrix /= np.maximum(norms, np.float32(1e-30))[:, None]  # a zero row scores 0 against all
@@ -183,7 +191,7 @@ class Gallery:
     def _read(self) -> Iterator[tuple[int, Prepared]]:
         start = 0
         for block in self.source.iter_blocks(self.block_rows):
-            yield start, prepare(block, self.dims, self.distance, gallery=True)
+            yield start, prepare(block, self.dims, self.distance, gallery=True, name=source_name(self.source))
             start += len(block)
 
     def blocks(self) -> Iterator[tuple[int, Prepared]]:
@@ -194,7 +202,7 @@ class Gallery:
 def query_blocks(source, dims: int, distance: Distance, block_rows: int) -> Iterator[Prepared]:
     """The query source, prepared block by block."""
     for block in source.iter_blocks(block_rows):
-        yield prepare(block, dims, distance, gallery=False)
+        yield prepare(block, dims, distance, gallery=False, name=source_name(source))
 
 
 ProgressFn = Callable[[str, int, int], None]

@@ -100,5 +100,9 @@ def test_missing_labels_and_bad_options_raise():
         evaluate(query, gallery, distance="dot")
     with pytest.raises(BadInputError, match="--topk"):
         evaluate(query, gallery, topk=(0,))
+    broken = EmbeddingBlock(gallery.embeddings.copy(), gallery.ids, gallery.labels)
+    broken.embeddings[2, 0] = np.nan
+    with pytest.raises(BadInputError, match="NaN"):
+        evaluate(query, broken)
     with pytest.raises(BadInputError, match="map-at-r"):
         evaluate(query, gallery, with_map=False, map_at_r=True)
