@@ -89,20 +89,33 @@ def _set_header(model_header: dict, data_spec: str, split: str, class_names: lis
 
 
 def _write_pending(writer, model, header: dict, data, *, batch_size: int, device: str, progress) -> None:
-    """Embed and write this part's pending shards, one shard in memory at a time."""
+    """Embed and write this part's pending shards.
+
+    Shard ``i`` is written by a background thread while shard ``i + 1`` is embedded, so the
+    safetensors encoding, checksum and fsync hide behind the forward passes; at most two shards
+    are in memory. A kill loses at most the shards not yet recorded, which a re-run redoes.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     from compatctl.models import embed_images
     from compatctl.store import EmbeddingBlock
 
     pending = writer.pending_shards()
     total = sum(writer.shard_bounds(i)[1] - writer.shard_bounds(i)[0] for i in pending)
-    done = 0
+    done, writing = 0, None
     if progress is not None:
         progress("embed", 0, total)
-    for index in pending:
-        start, stop = writer.shard_bounds(index)
-        report = (lambda rows, _, base=done: progress("embed", base + rows, total)) if progress else None
-        embeddings = embed_images(model, header, data.images[start:stop], batch_size=batch_size,
-                                  device=device, progress=report)
-        writer.write_shard(index, EmbeddingBlock(embeddings, data.ids[start:stop], data.labels[start:stop],
-                                                 np.zeros(stop - start, np.uint8)))
-        done += stop - start
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer") as pool:
+        for index in pending:
+            start, stop = writer.shard_bounds(index)
+            report = (lambda rows, _, base=done: progress("embed", base + rows, total)) if progress else None
+            embeddings = embed_images(model, header, data.images[start:stop], batch_size=batch_size,
+                                      device=device, progress=report)
+            block = EmbeddingBlock(embeddings, data.ids[start:stop], data.labels[start:stop],
+                                   np.zeros(stop - start, np.uint8))
+            if writing is not None:
+                writing.result()  # re-raises a failed write here
+            writing = pool.submit(writer.write_shard, index, block)
+            done += stop - start
+        if writing is not None:
+            writing.result()
