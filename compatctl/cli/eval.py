@@ -44,7 +44,7 @@ def eval_cli(
                                    "query-set × gallery-set pair (the first set is the reference 'old')."),
     plan: Optional[Path] = typer.Option(None, "--plan", help="YAML plan of the matrix: sets: {NAME: PATH}, "
                                         "reference: NAME."),
-    query_block: int = typer.Option(1024, "--query-block", help="Query rows per block. Memory: about 12 bytes "
+    query_block: int = typer.Option(2048, "--query-block", help="Query rows per block. Memory: about 12 bytes "
                                     "× query-block × gallery-block, plus 30 bytes per (query, positive) pair "
                                     "of a query block for mAP."),
     gallery_block: int = typer.Option(16384, "--gallery-block", help="Gallery rows per block (see --query-block)."),

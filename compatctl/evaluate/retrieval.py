@@ -21,7 +21,7 @@ from compatctl.evaluate.sources import (TIE_RULE, Gallery, Prepared, ProgressFn,
                                         require_labels, resolve_dims, score)
 from compatctl.evaluate.topk import topk_only
 
-DEFAULT_QUERY_BLOCK = 1024
+DEFAULT_QUERY_BLOCK = 2048
 DEFAULT_GALLERY_BLOCK = 16384
 HELD_SCORES = 1 << 25  # float32 scores of one query block against a kept gallery, computed once
 
