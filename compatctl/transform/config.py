@@ -33,6 +33,9 @@ class TransformConfig:
     weight_decay: float = option(1e-4, min=0.0, max=10.0)
     warmup_epochs: int = option(1, min=0, max=1000)
     patience: int = option(4, min=1, max=10000, help="epochs without validation improvement before stopping")
+    input_noise: float = option(0.0, min=0.0, max=10.0,
+                                help="Gaussian noise added to standardized inputs while training (a stand-in "
+                                     "for the image augmentation stored embeddings lack)")
     discriminative_weight: float | None = option(
         None, min=0.0, max=100.0,
         help="weight of the class-mean classifier term; null = 1.0 when labels exist, else 0")

@@ -68,7 +68,7 @@ def fit_mlp(train: Pairs, validation: Pairs, config: TransformConfig, progress=N
     best = (start_loss, 0, copy.deepcopy(net.state_dict()))  # epoch 0 = the ridge solution
     epoch = 0
     for epoch in range(1, config.epochs + 1):
-        train_loss = _train_epoch(net, objective, data, optimizer, schedule, config.batch_size, generator)
+        train_loss = _train_epoch(net, objective, data, optimizer, schedule, config, generator)
         val_loss = _validation_loss(net, objective, val_data) if val_data else train_loss
         if val_loss < best[0]:
             best = (val_loss, epoch, copy.deepcopy(net.state_dict()))
@@ -105,13 +105,20 @@ def _schedule(optimizer, config: TransformConfig, steps_per_epoch: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def _train_epoch(net, objective, data, optimizer, schedule, batch_size, generator) -> float:
+def _noisy(inputs: torch.Tensor | None, scale: torch.Tensor, noise: float, generator) -> torch.Tensor | None:
+    if inputs is None or not noise:
+        return inputs
+    return inputs + noise * scale * torch.randn(inputs.shape, generator=generator)
+
+
+def _train_epoch(net, objective, data, optimizer, schedule, config: TransformConfig, generator) -> float:
     net.train()
     order = torch.randperm(len(data["old"]), generator=generator)
-    total, rows = 0.0, 0
+    total, rows, batch_size = 0.0, 0, config.batch_size
     for start in range(0, len(order), batch_size):
         batch = {k: (None if v is None else v[order[start:start + batch_size]]) for k, v in data.items()}
-        out, log_var = net(batch["old"], batch["side"])
+        out, log_var = net(_noisy(batch["old"], net.old_scale, config.input_noise, generator),
+                           _noisy(batch["side"], net.side_scale, config.input_noise, generator))
         loss = objective.total(objective.per_row(out, batch["target"], batch["labels"]), log_var)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -124,12 +131,13 @@ def _train_epoch(net, objective, data, optimizer, schedule, batch_size, generato
 
 @torch.no_grad()
 def _validation_loss(net, objective, data, batch_rows: int = 8192) -> float:
-    """The model-selection metric: mean alignment loss, or with uncertainty FastFill's objective
-    on the alignment loss (so the epoch kept also has a trained uncertainty head)."""
+    """The model-selection metric: the training objective (alignment, discriminative term and,
+    with uncertainty, FastFill's weighting) on the validation rows, without input noise."""
     net.eval()
     total = 0.0
     for start in range(0, len(data["old"]), batch_rows):
         rows = slice(start, start + batch_rows)
         out, log_var = net(data["old"][rows], None if data["side"] is None else data["side"][rows])
-        total += float(objective.total(objective.alignment(out, data["target"][rows]), log_var)) * len(out)
+        labels = None if data["labels"] is None else data["labels"][rows]
+        total += float(objective.total(objective.per_row(out, data["target"][rows], labels), log_var)) * len(out)
     return total / len(data["old"])
