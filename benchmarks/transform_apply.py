@@ -19,7 +19,7 @@ def parse_args():
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--dim", type=int, default=128)
     parser.add_argument("--threads", type=int, default=None, help="BLAS threads (sets OPENBLAS/OMP_NUM_THREADS)")
-    parser.add_argument("--block-rows", type=int, nargs="*", default=[4096, 8192, 16384])
+    parser.add_argument("--block-rows", type=int, nargs="*", default=[2048, 4096, 8192])
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--workers", type=int, nargs="*", default=[1, 2], help="threads running blocks")
     return parser.parse_args()

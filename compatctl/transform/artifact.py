@@ -24,7 +24,7 @@ from compatctl.errors import BadInputError
 from compatctl.store import expect_kind, load_arrays
 
 LN_EPS = 1e-5
-APPLY_BLOCK_ROWS = 8192
+APPLY_BLOCK_ROWS = 4096  # best of 1024-16384 on 2 cores (benchmarks/transform_apply.py)
 
 
 class Transform:
