@@ -126,7 +126,7 @@ def main() -> None:
                          f"{transform.parameter_count():,}", f"{seconds:.1f}", f"{epochs} cpu"))
     os.sched_setaffinity(0, all_cores)
     if not args.skip_reference:
-        from benchmarks_fct_reference import fit_fct_reference  # noqa: E402  (same folder)
+        from transform_fct_reference import fit_fct_reference  # noqa: E402  (same folder)
 
         for side in ([False, True] if train["side"] is not None else [False]):
             mapped, params, seconds, where = fit_fct_reference(train, test, side, args.reference_epochs)
