@@ -35,6 +35,13 @@ class BCTConfig:
                              help="classes whose old-classifier row is the mean old embedding: 'missing' "
                                   "(classes the old model never saw; the paper), 'all', or 'none' (the old "
                                   "classifier must then cover every listed class)")
+    classifier_scale: float = option(0.0, min=0.0,
+                                     help="0: the paper's raw influence logits W_old e + b; > 0: cosine logits, "
+                                          "scale * cos(e, row), bias dropped. On CIFAR-10 (examples/cifar10) raw "
+                                          "failed new/old > old/old in every variant (32-37 vs 43.5 top-1); "
+                                          "scale 8 passed (50-52), scale 16 did not (38-42)")
+    match_norms: bool = option(False, help="raw form only: rescale the synthesized rows (old class means) to the "
+                                           "mean norm of the old classifier's rows (did not help on CIFAR-10)")
 
 
 @dataclass

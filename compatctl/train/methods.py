@@ -10,7 +10,17 @@ the "data" side of a step) and the inputs into a loss (``loss``: the forward pas
   over the new training set (bias 0). With ``bct.synthesize: missing`` (default, as in the
   paper) the old rows of the classes it was trained on are kept; ``all`` uses class means for
   every class (as one public re-implementation does); ``none`` uses the old classifier alone,
-  which must then cover every class listed for the new model;
+  which must then cover every class listed for the new model. ``bct.classifier_scale`` s > 0
+  turns the logits into s · cos(φ_new(x), row) (bias dropped); 0 keeps the paper's raw form.
+  Why: retrieval compares directions, and CIFAR-10's unseen classes have old class means nearly
+  parallel to seen ones (cos 0.96-0.99: ship/airplane, dog/cat, horse/deer, truck/automobile).
+  Our reading: raw logits separate such rows only by growing φ_new along their small difference,
+  pulling it off the old geometry: new/old top-1 32-37 < old/old 43.5 in every raw variant. Cosine logits
+  are bounded; a low scale keeps the softmax soft, so the gradient points at the own class
+  mean rather than at the difference from its twin: s=8 gave new/old 49.9 (weight 1) and 51.5
+  (weight 3), s=16 only 37.8-41.8 (one GPU run each, examples/cifar10/bct.yaml protocol).
+  ``bct.match_norms`` rescales synthesized rows to the old rows' mean norm (raw form;
+  new/old 34.2, no help);
 - ``bt2``: the model gets ``bt2.extra_dims`` extra dims and an orthonormal basis
   transformation; its first d_old embedding dims are the compatible part. Loss: CE on the base
   feature + λ3 (1 − cos(compatible, φ_old)) + λ2 CE(s · cos(M, compatible), y), M the class
@@ -193,13 +203,22 @@ def _bct_checks(setup: Setup) -> list[str]:
 
 
 def influence_classifier(setup: Setup) -> tuple[torch.Tensor, torch.Tensor]:
-    """The frozen classifier of BCT's influence loss, one row per class of the new label space."""
+    """The frozen classifier of BCT's influence loss, one row per class of the new label space.
+
+    Synthesized rows (old class means) are rescaled to the mean norm of the old classifier's rows
+    when ``bct.match_norms`` is set.
+    """
+    config = setup.config.bct
     means = class_mean_embeddings(setup.old, setup.images, setup.labels, setup.num_classes)
     weight, bias = means.clone(), torch.zeros(setup.num_classes, device=means.device)
-    if setup.config.bct.synthesize in ("missing", "none"):
-        old_weight, old_bias = old_classifier(setup.old)
-        kept = torch.tensor(setup.old.classes, device=means.device, dtype=torch.long)
-        weight[kept] = old_weight[kept].to(means.device)
+    old_weight, old_bias = old_classifier(setup.old)
+    kept = torch.tensor(setup.old.classes, device=means.device, dtype=torch.long)
+    old_weight = old_weight.to(means.device)
+    if config.match_norms:
+        target = old_weight[kept].norm(dim=1).mean()
+        weight = F.normalize(weight, dim=1) * target
+    if config.synthesize in ("missing", "none"):
+        weight[kept] = old_weight[kept]
         if old_bias is not None:
             bias[kept] = old_bias[kept].to(means.device)
     return weight, bias
@@ -207,10 +226,17 @@ def influence_classifier(setup: Setup) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _build_bct(setup: Setup) -> MethodLoss:
     weight, bias = influence_classifier(setup)
-    strength = setup.config.bct.weight
+    config = setup.config.bct
+    if config.classifier_scale > 0:  # cosine: bounded logits, so near-parallel rows cannot pull e far off
+        weight = F.normalize(weight, dim=1)
+
+    def influence_logits(embedding: torch.Tensor) -> torch.Tensor:
+        if config.classifier_scale > 0:
+            return config.classifier_scale * F.normalize(embedding, dim=1) @ weight.T
+        return F.linear(embedding, weight, bias)
 
     def extra(output, views, labels):
-        return strength * _cross_entropy(setup, F.linear(output.embedding, weight, bias), labels)
+        return config.weight * _cross_entropy(setup, influence_logits(output.embedding), labels)
 
     return _supervised(setup, extra)
 
