@@ -5,9 +5,9 @@
 Trains the old model (first 5 classes), then on all 10 classes an independent new model,
 BCT, BT² (distilling from the independent model) and a contrastive side-info model; embeds
 the test split with each; evaluates query/gallery pairs (leave-one-out on the test split) and
-prints old/old and, per method, new/new and new/old (top-1 and mAP). BT²'s new/old uses the
-first d_old (compatible) dims of its embeddings. Steps already done are skipped (a killed run
-resumes), so re-running is cheap. ``--skip-eval`` stops after the embeddings.
+prints old/old and, per method, new/new and new/old (top-1 and mAP). BT²'s new/old compares
+the first d_old (compatible) dims of its embeddings (eval's rule for unequal widths). Steps
+already done are skipped (a killed run resumes), so re-running is cheap. ``--skip-eval`` stops after the embeddings.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ CASES = [
     ("bct new/new", "bct", "bct"),
     ("bct new/old", "bct", "old"),
     ("bt2 new/new", "bt2", "bt2"),
-    ("bt2 new/old", "bt2_compatible", "old"),
+    ("bt2 new/old", "bt2", "old"),  # eval compares the first min(D) dims: the compatible part
 ]
 
 
@@ -69,25 +69,6 @@ def embed(out: Path, data: str) -> None:
         target = out / "embeddings" / name
         if not (target / "manifest.json").exists():
             compatctl("embed", str(out / name / "model.safetensors"), data, "--out", str(target), "--split", "test")
-    compatible = out / "embeddings" / "bt2_compatible.npz"
-    if not compatible.exists():
-        write_compatible_part(out / "embeddings" / "bt2", out / "bt2" / "model.safetensors", compatible)
-
-
-def write_compatible_part(embeddings_dir: Path, model: Path, target: Path) -> None:
-    """BT²'s cross-model queries: the first d_old dims of its embeddings, as an .npz embeddings file."""
-    import numpy as np
-
-    from compatctl.store import open_embeddings, read_header
-
-    dims = read_header(model)["extra"]["compatible_dims"]
-    block = open_embeddings(embeddings_dir).read_all()
-    np.savez(target, embeddings=block.embeddings[:, :dims], ids=block.ids, labels=block.labels)
-
-
-def _embeddings(out: Path, name: str) -> str:
-    path = out / "embeddings" / name
-    return str(path if path.exists() else path.with_suffix(".npz"))
 
 
 def evaluate(out: Path) -> dict[str, dict]:
@@ -96,7 +77,7 @@ def evaluate(out: Path) -> dict[str, dict]:
     for label, query, gallery in CASES:
         report = out / "reports" / f"{query}__{gallery}.json"
         report.parent.mkdir(parents=True, exist_ok=True)
-        compatctl("eval", _embeddings(out, query), _embeddings(out, gallery), "--json", str(report))
+        compatctl("eval", str(out / "embeddings" / query), str(out / "embeddings" / gallery), "--json", str(report))
         results[label] = json.loads(report.read_text())["metrics"]
     return results
 
