@@ -208,34 +208,20 @@ def run_demo(out: Path, *, settings: DemoSettings = DemoSettings(), progress: Pr
               "artifacts": {"models": {k: str(v) for k, v in models.items()},
                             "embeddings": {k: str(v) for k, v in sets.items()},
                             "transforms": {k: str(out / "transforms" / f"{k}.safetensors") for k in fits}}}
-    report["plot"] = plot_curves(report["curves"], out / "backfill_curve.png")
+    report["plot"] = _plot(report["curves"], out / "backfill_curve.png")
     report["seconds"] = round(time.perf_counter() - started, 1)
     atomic_write_json(out / "report.json", report)
     return report
 
 
-def plot_curves(curves: dict[str, dict], path: Path) -> str | None:
-    """Draw top-1 and mAP backfill curves per order to ``path``; None if matplotlib is missing."""
-    try:
-        import matplotlib
+def _plot(curves: dict[str, dict], path: Path) -> str | None:
+    """Draw the curves (compatctl.evaluate.plot); None when matplotlib is not installed."""
+    from compatctl.evaluate.plot import plot_curves
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    try:
+        plot_curves(curves, path)
+    except BadInputError:
         return None
-    figure, axes = plt.subplots(1, 2, figsize=(9, 3.6))
-    for axis, metric in zip(axes, ("top1", "map")):
-        for order, curve in curves.items():
-            axis.plot(curve["fractions"], curve[metric], marker="o", markersize=3,
-                      label=f"{order} (AUC {curve['auc'][metric]:.3f})")
-        axis.set_xlabel("fraction of the gallery backfilled")
-        axis.set_ylabel(metric)
-        axis.grid(alpha=0.3)
-        axis.legend()
-    figure.suptitle("Backfilling the transformed old gallery with new-model embeddings")
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
     return str(path)
 
 

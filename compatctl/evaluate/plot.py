@@ -22,23 +22,37 @@ def plot_curve(report: dict, path: Path) -> None:
     Raises:
         BadInputError: matplotlib is not installed, or the report has no curve.
     """
+    curve = report.get("curve")
+    if not curve:
+        raise BadInputError("--plot draws a backfill curve: add --backfill-with NEW_GALLERY")
+    plot_curves({curve["order"]: curve}, path, metrics=tuple(curve["auc"]))
+
+
+def plot_curves(curves: dict[str, dict], path: Path, metrics: tuple[str, ...] = ("top1", "map")) -> None:
+    """Draw backfill curves, one panel per metric and one line per order, to ``path``.
+
+    Args:
+        curves: order name -> a report's ``curve`` (fractions, per-metric points, auc).
+        path: the image file to write.
+        metrics: the metrics to draw, one panel each.
+    Raises:
+        BadInputError: matplotlib is not installed.
+    """
     require_matplotlib()
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    curve = report.get("curve")
-    if not curve:
-        raise BadInputError("--plot draws a backfill curve: add --backfill-with NEW_GALLERY")
-    figure, axis = plt.subplots(figsize=(6, 4))
-    for name, auc in curve["auc"].items():
-        axis.plot(curve["fractions"], [100 * v for v in curve[name]], marker="o", ms=3,
-                  label=f"{name} (AUC {100 * auc:.1f})")
-    axis.set_xlabel(f"fraction of gallery backfilled ({curve['order']} order)")
-    axis.set_ylabel("%")
-    axis.grid(alpha=0.3)
-    axis.legend()
+    figure, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 3.6), squeeze=False)
+    for axis, metric in zip(axes[0], metrics):
+        for order, curve in curves.items():
+            axis.plot(curve["fractions"], [100 * v for v in curve[metric]], marker="o", ms=3,
+                      label=f"{order} (AUC {100 * curve['auc'][metric]:.1f})")
+        axis.set_xlabel("fraction of the gallery backfilled")
+        axis.set_ylabel(f"{metric} %")
+        axis.grid(alpha=0.3)
+        axis.legend()
     figure.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=120)
