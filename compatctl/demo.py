@@ -10,7 +10,6 @@ evaluate every case and the backfill curves (random vs uncertainty order).
 from __future__ import annotations
 
 import dataclasses
-import json
 import shutil
 import time
 from collections.abc import Callable
@@ -40,6 +39,11 @@ QUICK = DemoSettings(data="builtin:classes=6,train=1500,test=400", epochs=4, tra
 
 NEW_METHODS = ("independent", "bct", "bt2")
 ORDERS = ("random", "uncertainty")
+
+
+def _stage(progress: Progress | None, step: str) -> Callable[[str, int, int], None] | None:
+    """Adapt a (stage, done, total) callback of the library to this demo step's bar."""
+    return (lambda _stage, done, total: progress(step, done, total)) if progress else None
 
 
 def prepare_out(out: Path) -> None:
@@ -80,9 +84,8 @@ def _train(settings: DemoSettings, out: Path, name: str, progress: Progress | No
 def _embed(settings: DemoSettings, model: Path, out: Path, split: str, progress: Progress | None) -> Path:
     from compatctl.models.embed import embed_dataset
 
-    step = f"embed {model.parent.name} ({split})"
-    report = (lambda stage, done, total: progress(step, done, total)) if progress else None
-    return embed_dataset(model, settings.data, out, split=split, progress=report)
+    return embed_dataset(model, settings.data, out, split=split,
+                         progress=_stage(progress, f"embed {model.parent.name} ({split})"))
 
 
 def _fit(old: Path, new: Path, out: Path, kind: str, settings: DemoSettings, progress: Progress | None) -> dict:
@@ -104,9 +107,7 @@ def _fit(old: Path, new: Path, out: Path, kind: str, settings: DemoSettings, pro
 def _apply(gallery: Path, transform: Path, out: Path, progress: Progress | None) -> Path:
     from compatctl.backfill import backfill
 
-    step = f"backfill {transform.stem} (budget 0)"
-    backfill(gallery, transform, out, budget=0.0,
-             progress=(lambda stage, done, total: progress(step, done, total)) if progress else None)
+    backfill(gallery, transform, out, budget=0.0, progress=_stage(progress, f"backfill {transform.stem} (budget 0)"))
     return out
 
 
@@ -148,7 +149,7 @@ def fit_and_apply(settings: DemoSettings, sets: dict[str, Path], out: Path, prog
     return fits
 
 
-def evaluate_cases(sets: dict[str, Path], progress: Progress | None) -> dict[str, dict]:
+def evaluate_cases(sources: dict, progress: Progress | None) -> dict[str, dict]:
     """Top-1 and mAP of every (query model, gallery) case of the protocol."""
     from compatctl.evaluate import evaluate
 
@@ -162,32 +163,24 @@ def evaluate_cases(sets: dict[str, Path], progress: Progress | None) -> dict[str
     for index, (case, (query, gallery)) in enumerate(cases.items()):
         if progress is not None:
             progress("evaluate cases", index, len(cases))
-        metrics = evaluate(_open(sets[query]), _open(sets[gallery]))["metrics"]
+        metrics = evaluate(sources[query], sources[gallery])["metrics"]
         results[case] = {"top1": metrics["top1"], "top5": metrics["top5"], "map": metrics["map"]}
     if progress is not None:
         progress("evaluate cases", len(cases), len(cases))
     return results
 
 
-def backfill_curves(settings: DemoSettings, sets: dict[str, Path], progress: Progress | None) -> dict[str, dict]:
+def backfill_curves(settings: DemoSettings, sources: dict, progress: Progress | None) -> dict[str, dict]:
     """Backfill curves from the mlp-transformed old gallery towards the new gallery, per order."""
     from compatctl.evaluate.curve import backfill_curve
 
     curves = {}
     for order in ORDERS:
-        step = f"backfill curve ({order})"
-        report = backfill_curve(_open(sets["independent-test"]), _open(sets["h_mlp-test"]),
-                                _open(sets["independent-test"]), order=order, steps=settings.curve_steps,
-                                seed=settings.seed,
-                                progress=(lambda _, done, total: progress(step, done, total)) if progress else None)
+        new = sources["independent-test"]
+        report = backfill_curve(new, sources["h_mlp-test"], new, order=order, steps=settings.curve_steps,
+                                seed=settings.seed, progress=_stage(progress, f"backfill curve ({order})"))
         curves[order] = report["curve"]
     return curves
-
-
-def _open(path: Path):
-    from compatctl.store import open_embeddings
-
-    return open_embeddings(path)
 
 
 def run_demo(out: Path, *, settings: DemoSettings = DemoSettings(), progress: Progress | None = None) -> dict:
@@ -201,8 +194,11 @@ def run_demo(out: Path, *, settings: DemoSettings = DemoSettings(), progress: Pr
     models = train_models(settings, out, progress)
     sets = embed_all(settings, models, out, progress)
     fits = fit_and_apply(settings, sets, out, progress)
-    report = {"settings": dataclasses.asdict(settings), "cases": evaluate_cases(sets, progress),
-              "curves": backfill_curves(settings, sets, progress),
+    from compatctl.store import open_embeddings
+
+    sources = {name: open_embeddings(path) for name, path in sets.items()}  # opened (and verified) once
+    report = {"settings": dataclasses.asdict(settings), "cases": evaluate_cases(sources, progress),
+              "curves": backfill_curves(settings, sources, progress),
               "transforms": {kind: {k: fit.get(k) for k in ("validation", "seconds", "parameters") if k in fit}
                              for kind, fit in fits.items()},
               "artifacts": {"models": {k: str(v) for k, v in models.items()},
@@ -245,7 +241,3 @@ def summary_rows(report: dict) -> list[tuple[str, str, str, str]]:
         rows.append((f"backfill AUC ({order})", f"{curve['auc']['top1']:.3f}", f"{curve['auc']['map']:.3f}",
                      f"mean of {len(curve['fractions'])} points, 0..1"))
     return rows
-
-
-def report_json(report: dict) -> str:
-    return json.dumps(report, indent=2)
