@@ -121,7 +121,7 @@ class EmbeddingSetWriter:
         self.num_shards = max(1, -(-rows // shard_rows))
         self._check_destination()
         self.path.mkdir(parents=True, exist_ok=True)
-        self.done = self._load_progress()
+        self.done = self._complete_shards()
         if not (self.path / MANIFEST).exists() and not self.progress_path.exists():
             # Claim the directory before the first shard lands: a kill between a shard's rename
             # and its progress record must still leave a directory a re-run recognises.
@@ -136,10 +136,7 @@ class EmbeddingSetWriter:
             raise BadInputError(f"{self.path}: exists and is not a directory; choose another --out")
         if not self.path.is_dir() or not any(not is_temp_file(p) for p in self.path.iterdir()):
             return  # empty, or only temp files of writes a kill interrupted
-        keys = set()
-        for file in [self.path / MANIFEST, *self.path.glob("progress.part-*.json")]:
-            if file.is_file():
-                keys.add(json.loads(file.read_text()).get("resume_key"))
+        keys = {record.get("resume_key") for record in self._records()}
         if not keys:
             raise BadInputError(f"{self.path}: exists and is not a compatctl embedding set; "
                                 "choose another --out or empty it")
@@ -147,19 +144,17 @@ class EmbeddingSetWriter:
             raise BadInputError(f"{self.path}: holds an embedding set made from other inputs or settings; "
                                 "choose another --out or delete it to start over")
 
-    def _load_progress(self) -> dict[int, dict]:
-        """Shards already complete (listed in any progress file or the manifest, file intact)."""
-        listed: dict[int, dict] = {}
-        for file in [self.path / MANIFEST, *self.path.glob("progress.part-*.json")]:
-            if file.is_file():
-                for entry in json.loads(file.read_text()).get("shards", []):
-                    listed[entry["index"]] = entry
-        mine = {}
-        for index, entry in listed.items():
-            shard = self.path / entry["file"]
-            if shard.is_file() and shard.stat().st_size == entry["bytes"]:
-                mine[index] = entry
-        return mine
+    def _records(self) -> list[dict]:
+        """The manifest and every part's progress file found in the directory, parsed."""
+        files = [self.path / MANIFEST, *self.path.glob("progress.part-*.json")]
+        return [json.loads(file.read_text()) for file in files if file.is_file()]
+
+    def _complete_shards(self) -> dict[int, dict]:
+        """Shards any writer recorded as complete whose file is still there at its recorded size."""
+        listed = {entry["index"]: entry for record in self._records() for entry in record.get("shards", [])}
+        return {index: entry for index, entry in listed.items()
+                if (self.path / entry["file"]).is_file()
+                and (self.path / entry["file"]).stat().st_size == entry["bytes"]}
 
     def shard_bounds(self, index: int) -> tuple[int, int]:
         start = index * self.shard_rows
@@ -197,7 +192,7 @@ class EmbeddingSetWriter:
 
     def finish(self) -> bool:
         """Write the manifest if every shard of every part is complete; True if written."""
-        self.done.update(self._load_progress())
+        self.done.update(self._complete_shards())
         if len(self.done) < self.num_shards:
             return False
         shards = [self.done[i] for i in range(self.num_shards)]
