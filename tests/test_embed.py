@@ -126,6 +126,8 @@ def test_bad_inputs(runner, model_path, tmp_path):
     Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(folder / "test" / "cat" / "a.png")
     (folder / "test" / "cat" / "b.png").write_bytes(b"\x89PNG truncated")
     assert embed(runner, model_path, tmp_path / "emb").exit_code == 0
+    (tmp_path / "partial").mkdir()
+    (tmp_path / "partial" / "progress.part-1-of-2.json").write_text('{"resume_key": "k", "shards": []}')
     cases = [
         (model_path, str(tmp_path / "noclasses"), "no class folders"),
         (model_path, str(folder), "b.png: image fails to decode"),
@@ -134,6 +136,7 @@ def test_bad_inputs(runner, model_path, tmp_path):
         (model_path, "builtin:size=8", "expects 16x16x3"),
         (model_path, "builtin:size=16,channels=1", "expects 16x16x3"),
         (tmp_path / "emb", DATA, "is an embedding set, not a model"),
+        (tmp_path / "partial", DATA, "is an embedding set, not a model"),
         (DATA, str(model_path), "is DATA, not a model"),
         (tmp_path / "missing.safetensors", DATA, "file not found"),
     ]

@@ -93,10 +93,15 @@ def _check_split(split: str) -> None:
         raise BadInputError(f"split {split!r} is not valid; use one of {', '.join(SPLITS)}")
 
 
+def is_builtin(spec: str) -> bool:
+    """True for the built-in generated dataset's spec (``builtin`` or ``builtin:k=v,...``)."""
+    return spec == "builtin" or spec.startswith("builtin:")
+
+
 def _loader_for(spec: str) -> Callable:
     from compatctl.data import builtin, files
 
-    if spec == "builtin" or spec.startswith("builtin:"):
+    if is_builtin(spec):
         return builtin.load_split
     path = Path(spec)
     if not path.exists():

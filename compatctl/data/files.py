@@ -174,6 +174,7 @@ def load_npz(spec: str, split: str, progress=None) -> ImageData:
 # ---------------------------------------------------------------- dispatch helpers
 
 FILE_LOADERS = {(".tar.gz", ".tgz", ".tar"): load_tar, (".npz",): load_npz}
+DATA_SUFFIXES = tuple(suffix for suffixes in FILE_LOADERS for suffix in suffixes)
 
 
 def is_embedding_set(path: Path) -> bool:

@@ -12,15 +12,16 @@ import numpy as np
 from compatctl.errors import BadInputError
 
 StageProgress = Callable[[str, int, int], None]  # progress(stage, done, total); stages: "decode", "embed"
-DATA_SUFFIXES = (".npz", ".tar.gz", ".tgz", ".tar")
 
 
 def check_model_path(model_path: Path) -> None:
     """Refuse DATA or embeddings given where a model is expected, with the fix."""
+    from compatctl.data import is_builtin
+    from compatctl.data.files import DATA_SUFFIXES, is_embedding_set
+
     text = str(model_path)
-    looks_like_data = text == "builtin" or text.startswith("builtin:") or text.endswith(DATA_SUFFIXES)
-    if looks_like_data or model_path.is_dir():
-        what = "DATA" if looks_like_data or not (model_path / "manifest.json").is_file() else "an embedding set"
+    if is_builtin(text) or text.endswith(DATA_SUFFIXES) or model_path.is_dir():
+        what = "an embedding set" if model_path.is_dir() and is_embedding_set(model_path) else "DATA"
         raise BadInputError(f"MODEL {text}: is {what}, not a model; usage: compatctl embed MODEL.safetensors DATA "
                             "--out EMB (the model file is written by train-new)")
 
