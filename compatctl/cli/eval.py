@@ -146,11 +146,19 @@ def _run_single(query, gallery, backfill_with, order, steps, seed, options, gall
     from compatctl.evaluate import backfill_curve, evaluate
     from compatctl.store import open_embeddings
 
-    query_set, gallery_set = open_embeddings(query), open_embeddings(gallery)
+    opened: dict[Path, object] = {}  # `eval X X` opens (and checksums) X once
+
+    def source(path: Path):
+        key = Path(path).resolve()
+        if key not in opened:
+            opened[key] = open_embeddings(path)
+        return opened[key]
+
+    query_set, gallery_set = source(query), source(gallery)
     if backfill_with is None:
         return _with_progress(lambda cb: evaluate(query_set, gallery_set, with_map=not no_map,
                                                   gallery_block=gallery_block, progress=cb, **options))
-    new_set = open_embeddings(backfill_with)
+    new_set = source(backfill_with)
     return _with_progress(lambda cb: backfill_curve(query_set, gallery_set, new_set, order=order or "random",
                                                     steps=20 if steps is None else steps, seed=seed,
                                                     progress=cb, **options))
