@@ -27,16 +27,18 @@ import numpy as np
 
 from compatctl.backfill import ORDERS, row_norms
 from compatctl.evaluate import backfill_curve, evaluate
+from compatctl.errors import BadInputError
 from compatctl.store import EmbeddingBlock, open_embeddings
 
 
-def aligned(old: EmbeddingBlock, new: EmbeddingBlock) -> EmbeddingBlock:
-    """``new`` re-ordered to ``old``'s ids (every old id must be present)."""
-    by_id = np.argsort(new.ids)
-    pos = by_id[np.searchsorted(new.ids[by_id], old.ids)]
-    if not np.array_equal(new.ids[pos], old.ids):
-        raise SystemExit("the new embeddings do not cover every gallery id")
-    return new.take(pos)
+def aligned(old: EmbeddingBlock, new: EmbeddingBlock, name: str) -> EmbeddingBlock:
+    """``new``'s embeddings in ``old``'s row order (every old id must be present)."""
+    from compatctl.evaluate.curve import align_by_id
+
+    try:
+        return align_by_id(old, new, name)
+    except BadInputError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def reference_scores(old: EmbeddingBlock, new: EmbeddingBlock, transformed: np.ndarray) -> dict:
@@ -105,8 +107,8 @@ def main() -> None:
 
     started = time.perf_counter()
     old, transform = open_embeddings(args.old).read_all(), load_transform(args.transform)
-    new = aligned(old, open_embeddings(args.new).read_all())
-    side = aligned(old, open_embeddings(args.side_info).read_all()).embeddings if args.side_info else None
+    new = aligned(old, open_embeddings(args.new).read_all(), args.new)
+    side = aligned(old, open_embeddings(args.side_info).read_all(), args.side_info).embeddings if args.side_info else None
     embeddings, uncertainty = transform.apply(old.embeddings, side)
     transformed = EmbeddingBlock(embeddings, old.ids, old.labels, uncertainty=uncertainty)
     old_query = open_embeddings(args.old_query).read_all() if args.old_query else old

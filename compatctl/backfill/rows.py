@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from compatctl.errors import BadInputError
-from compatctl.store import EmbeddingBlock, EmbeddingSet
+from compatctl.store import EmbeddingBlock, EmbeddingSet, IdIndex
 from compatctl.store.artifacts import file_sha256
 from compatctl.store.embeddings import DEFAULT_SHARD_ROWS
 
@@ -101,8 +101,7 @@ class RowSpill:
     def __init__(self, directory: Path, name: str, target_rows: np.ndarray, target_ids: np.ndarray, dim: int):
         self.target_rows, self.dim = np.asarray(target_rows, np.int64), dim
         self.file = Path(directory) / name
-        self._by_id = np.argsort(target_ids, kind="stable")
-        self._sorted_ids = np.asarray(target_ids)[self._by_id]
+        self._targets = IdIndex(target_ids)
         self.found = np.zeros(len(self.target_rows), bool)
         if len(self.target_rows):
             self.file.parent.mkdir(parents=True, exist_ok=True)
@@ -116,9 +115,8 @@ class RowSpill:
         """Store the rows of ``ids`` that are targets; others are ignored."""
         if not len(self.target_rows) or not len(ids):
             return
-        pos = np.minimum(np.searchsorted(self._sorted_ids, ids), len(self._sorted_ids) - 1)
-        hit = self._sorted_ids[pos] == ids
-        slots, rows = self._by_id[pos[hit]], np.asarray(embeddings, np.float32)[hit]
+        slots, hit = self._targets.locate(ids)
+        slots, rows = slots[hit], np.asarray(embeddings, np.float32)[hit]
         for start in range(0, len(slots), SPILL_CHUNK_ROWS):
             spill = self._map("r+")
             spill[slots[start:start + SPILL_CHUNK_ROWS]] = rows[start:start + SPILL_CHUNK_ROWS]

@@ -15,7 +15,7 @@ import numpy as np
 
 from compatctl.backfill.rows import RowSpill, content_fingerprint, missing_ids_message
 from compatctl.errors import BadInputError
-from compatctl.store import expect_kind, open_embeddings
+from compatctl.store import IdIndex, expect_kind, open_embeddings
 
 
 def _check_fingerprint(path, found: str | None, transform, force: bool, option: str) -> None:
@@ -82,14 +82,12 @@ class EmbeddedNewRows:
         from compatctl.data import load_data
 
         self.data = load_data(self.data_spec, split="all")
-        by_id = np.argsort(self.data.ids, kind="stable")
-        pos = np.minimum(np.searchsorted(self.data.ids[by_id], target_ids), len(by_id) - 1)
-        found = self.data.ids[by_id][pos] == target_ids
+        rows, found = IdIndex(self.data.ids).locate(target_ids)
         if not found.all():
             raise BadInputError(missing_ids_message(
                 "gallery", f"--data {self.data_spec}", np.sort(np.asarray(target_ids)[~found]),
                 "pass the dataset the gallery was embedded from"))
-        self.data_index = by_id[pos]
+        self.data_index = rows
 
     def rows(self, start: int, stop: int) -> np.ndarray:
         lo, hi = np.searchsorted(self.target_rows, [start, stop])

@@ -22,7 +22,7 @@ import numpy as np
 
 from compatctl.backfill.orders import ORDERS, backfill_order, budget_rows
 from compatctl.errors import BadInputError
-from compatctl.store import EmbeddingBlock
+from compatctl.store import EmbeddingBlock, IdIndex
 from compatctl.evaluate.ranking import MetricSums, count_better, find_positives
 from compatctl.evaluate.retrieval import (DEFAULT_QUERY_BLOCK, HELD_SCORES, build_report, check_blocks,
                                           check_topk)
@@ -32,16 +32,13 @@ from compatctl.evaluate.sources import (Prepared, ProgressFn, as_source, describ
 
 
 def align_by_id(gallery: EmbeddingBlock, new_gallery: EmbeddingBlock, new_name: str) -> EmbeddingBlock:
-    """NEW_GALLERY's rows in GALLERY's row order (matched by id); extra new rows are ignored."""
-    sorter = np.argsort(new_gallery.ids, kind="stable")
-    sorted_ids = new_gallery.ids[sorter]
-    where = np.minimum(np.searchsorted(sorted_ids, gallery.ids), max(len(sorted_ids) - 1, 0))
-    found = sorted_ids[where] == gallery.ids if len(sorted_ids) else np.zeros(len(gallery.ids), bool)
+    """NEW_GALLERY's embeddings in GALLERY's row order (matched by id), with GALLERY's ids and labels."""
+    rows, found = IdIndex(new_gallery.ids).locate(gallery.ids)
     if not found.all():
         missing = gallery.ids[~found]
         raise BadInputError(f"{new_name}: lacks {len(missing)} ids that GALLERY has (e.g. {missing[:5].tolist()}); "
                             "the new gallery must hold a row for every gallery id")
-    return new_gallery.take(sorter[where])
+    return EmbeddingBlock(new_gallery.embeddings[rows], gallery.ids, gallery.labels)
 
 
 def curve_points(steps: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
@@ -124,7 +121,6 @@ def backfill_curve(query, gallery, new_gallery, *, order: str = "random", steps:
     old = gallery.read_all()
     new = align_by_id(old, new_gallery.read_all(), source_name(new_gallery))
     backfill = backfill_order(order, ids=old.ids, uncertainty=old.uncertainty, embeddings=old.embeddings, seed=seed)
-    new = EmbeddingBlock(new.embeddings, old.ids, old.labels)  # labels and ids of GALLERY
     galleries = tuple(prepare(block.take(backfill), info["used"], metric, gallery=True, name=source_name(source))
                       for block, info, source in ((old, dim_old, gallery), (new, dim_new, new_gallery)))
     sums = [MetricSums(ks, at_r=map_at_r) for _ in fractions]

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from compatctl.errors import BadInputError
-from compatctl.store import EmbeddingBlock
+from compatctl.store import EmbeddingBlock, IdIndex
 
 # Rank ties (equal float32 scores) are broken by the gallery id: the smaller id ranks first.
 # The same rule decides top-k and every positive's rank for mAP, so the two always agree.
@@ -164,11 +164,9 @@ def exclude_self(scores: np.ndarray, query_ids: np.ndarray, gallery_ids: np.ndar
     """Leave-one-out by id: set each query's own gallery row to −inf; returns (query rows, gallery cols)."""
     if len(gallery_ids) == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    sorter = np.argsort(gallery_ids, kind="stable")
-    sorted_ids = gallery_ids[sorter]
-    where = np.minimum(np.searchsorted(sorted_ids, query_ids), len(sorted_ids) - 1)
-    rows = np.flatnonzero(sorted_ids[where] == query_ids)
-    cols = sorter[where[rows]]
+    positions, found = IdIndex(gallery_ids).locate(query_ids)
+    rows = np.flatnonzero(found)
+    cols = positions[rows]
     scores[rows, cols] = -np.inf
     return rows, cols
 

@@ -93,6 +93,22 @@ def check_rows(path: str, embeddings: np.ndarray, ids: np.ndarray, labels: np.nd
                             "ids must be unique per row")
 
 
+class IdIndex:
+    """Where ids sit in a set of rows: one sort when built, then any number of lookups."""
+
+    def __init__(self, ids: np.ndarray):
+        self._by_id = np.argsort(ids, kind="stable")
+        self._sorted = np.asarray(ids)[self._by_id]
+
+    def locate(self, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, found): ``rows[i]`` is the row holding ``wanted[i]``, valid where ``found[i]``."""
+        wanted = np.asarray(wanted)
+        if not len(self._sorted):
+            return np.zeros(len(wanted), np.int64), np.zeros(len(wanted), bool)
+        where = np.minimum(np.searchsorted(self._sorted, wanted), len(self._sorted) - 1)
+        return self._by_id[where], self._sorted[where] == wanted
+
+
 def is_temp_file(path: Path) -> bool:
     """A leftover of an interrupted ``atomic_write_bytes`` (``.NAME.XXXX.tmp``)."""
     return path.name.startswith(".") and path.name.endswith(".tmp")

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from compatctl.errors import BadInputError
-from compatctl.store import EmbeddingBlock, check_rows, open_embeddings
+from compatctl.store import EmbeddingBlock, IdIndex, check_rows, open_embeddings
 
 
 @dataclasses.dataclass
@@ -82,15 +82,12 @@ def pair_by_id(old_path, new_path, side_info_path=None, *, min_matched: int = 1)
 
 def _rows_for_ids(side: EmbeddingBlock, ids: np.ndarray, side_path, old_path) -> np.ndarray:
     """Side-info embeddings in the order of ``ids``; every id must be present."""
-    order = np.argsort(side.ids, kind="stable")
-    sorted_ids = side.ids[order]
-    where = np.clip(np.searchsorted(sorted_ids, ids), 0, len(sorted_ids) - 1)
-    found = sorted_ids[where] == ids
+    rows, found = IdIndex(side.ids).locate(ids)
     if not found.all():
         missing = ids[~found]
         raise BadInputError(f"{side_path} lacks side-info for {len(missing)} ids of {old_path} "
                             f"(e.g. {missing[:5].tolist()}); embed every old item with the side-info model")
-    return side.embeddings[order[where]]
+    return side.embeddings[rows]
 
 
 def split_validation(count: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -123,3 +123,14 @@ def test_block_concat_and_take():
     joined = EmbeddingBlock.concat([block.take(slice(0, 4)), block.take(slice(4, 10))])
     np.testing.assert_array_equal(joined.embeddings, block.embeddings)
     assert joined.uncertainty is None
+
+
+def test_id_index_locates_rows_and_reports_missing():
+    from compatctl.store import IdIndex
+
+    index = IdIndex(np.array([30, 10, 20]))
+    rows, found = index.locate(np.array([20, 99, 30, 10]))
+    assert found.tolist() == [True, False, True, True]
+    assert rows[found].tolist() == [2, 0, 1]
+    rows, found = IdIndex(np.array([], np.int64)).locate(np.array([1, 2]))
+    assert not found.any() and len(rows) == 2
