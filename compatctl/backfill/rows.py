@@ -73,10 +73,7 @@ class GalleryShards:
     def ids(self, index: int) -> np.ndarray:
         """The ids of shard ``index`` without reading its embeddings."""
         if isinstance(self.gallery, EmbeddingSet):
-            from safetensors import safe_open
-
-            with safe_open(str(self.gallery.path / self.gallery.shards[index]["file"]), framework="numpy") as f:
-                return f.get_tensor("ids")
+            return self.gallery.read_column(index, "ids")
         start, stop = self.bounds(index)
         return self.gallery.read_all().ids[start:stop]
 

@@ -63,8 +63,11 @@ class EmbeddedNewRows:
     """
 
     def __init__(self, model_path: Path, data_spec: str, transform, *, force: bool, batch_size: int = 256):
+        from compatctl.models.embed import check_model_path
+
         self.model_path, self.data_spec, self.batch_size = Path(model_path), data_spec, batch_size
-        header = expect_kind(self.model_path, "model")
+        check_model_path(self.model_path)
+        header = self.model_header = expect_kind(self.model_path, "model")
         self.model_fingerprint = header.get("fingerprint")
         _check_fingerprint(model_path, self.model_fingerprint, transform, force, "--new-model")
         width = header.get("embedding_width")
@@ -80,8 +83,10 @@ class EmbeddedNewRows:
         if not len(target_rows):
             return
         from compatctl.data import load_data
+        from compatctl.models.embed import check_image_shape
 
         self.data = load_data(self.data_spec, split="all")
+        check_image_shape(self.model_header, self.data.image_shape, self.model_path, self.data_spec)
         rows, found = IdIndex(self.data.ids).locate(target_ids)
         if not found.all():
             raise BadInputError(missing_ids_message(

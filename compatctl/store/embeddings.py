@@ -289,6 +289,11 @@ class EmbeddingSet:
         index, count = part
         return [i for i in range(len(self.shards)) if i % count == index - 1]
 
+    def read_column(self, index: int, name: str, verify: bool = False) -> np.ndarray | None:
+        """One tensor (e.g. ``ids``) of shard ``index`` without reading its embeddings; None if absent."""
+        handle = self._open_shard(index, verify)
+        return handle.get_tensor(name) if name in handle.keys() else None
+
     def iter_blocks(self, block_rows: int = 65536, part: tuple[int, int] = (1, 1),
                     verify: bool = True) -> Iterator[EmbeddingBlock]:
         """Stream rows in blocks of at most ``block_rows``; memory is set by the block size."""

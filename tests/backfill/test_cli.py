@@ -115,3 +115,15 @@ def test_gallery_of_another_old_model(runner, world, tmp_path):
                                  str(tmp_path / "g")])
     assert_bad_input(result, "--force to apply anyway")
     np.testing.assert_array_equal(read_set(gallery).embeddings, world.old)
+
+
+def test_gallery_missing_a_shard_is_named(runner, world, tmp_path):
+    import shutil
+
+    gallery = tmp_path / "gallery"
+    shutil.copytree(world.gallery, gallery)
+    (gallery / "shard-00001.safetensors").unlink()
+    result = runner.invoke(app, ["backfill", str(gallery), "--transform", str(world.linear), "--out",
+                                 str(tmp_path / "g"), "--budget", "0.3", "--order", "random",
+                                 "--new-embeddings", str(world.new_set)])
+    assert_bad_input(result, "shard-00001.safetensors: shard listed in the manifest is missing")

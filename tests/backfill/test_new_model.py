@@ -89,3 +89,9 @@ def test_data_lacking_gallery_ids(runner, models, tmp_path):
 def test_new_model_without_data(runner, models, tmp_path):
     result = runner.invoke(app, backfill_args(models, tmp_path / "g", "--new-model", str(models.new)))
     assert_bad_input(result, "--new-model needs --data DATA")
+
+
+def test_data_of_another_image_size(runner, models, tmp_path):
+    wider = "builtin:classes=3,train=20,test=40,size=16"  # same items and ids, 16x16 images
+    result = runner.invoke(app, backfill_args(models, tmp_path / "g", "--new-model", str(models.new), "--data", wider))
+    assert_bad_input(result, "expects 8x8x3")
