@@ -6,6 +6,8 @@ metadata, so ``embed`` reproduces exactly the preprocessing the model was traine
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import dataclasses
 
 import numpy as np
@@ -71,11 +73,21 @@ def augment(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return padded[index_n, index_c, rows[:, None, :, None], cols[:, None, None, :]]
 
 
+def standardizer(norm: Normalization | None, device) -> Callable[[torch.Tensor], torch.Tensor]:
+    """float pixels in [0, 1] -> ``(x - mean) / std`` (in place), mean/std built once for ``device``."""
+    if norm is None:
+        return lambda pixels: pixels
+    mean = torch.tensor(norm.mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+    std = torch.tensor(norm.std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+    return lambda pixels: pixels.sub_(mean).div_(std)
+
+
+def pixel_normalizer(norm: Normalization | None, device) -> Callable[[torch.Tensor], torch.Tensor]:
+    """uint8 NCHW -> float32 ``(x / 255 - mean) / std``; build once, apply to every batch."""
+    standardize = standardizer(norm, device)
+    return lambda batch: standardize(batch.float().div_(255.0))
+
+
 def normalize(batch: torch.Tensor, norm: Normalization | None) -> torch.Tensor:
     """uint8 NCHW -> float32 ``(x / 255 - mean) / std``; only ``/ 255`` when ``norm`` is None."""
-    scaled = batch.float().div_(255.0)
-    if norm is None:
-        return scaled
-    mean = torch.tensor(norm.mean, dtype=torch.float32, device=batch.device).view(1, -1, 1, 1)
-    std = torch.tensor(norm.std, dtype=torch.float32, device=batch.device).view(1, -1, 1, 1)
-    return scaled.sub_(mean).div_(std)
+    return pixel_normalizer(norm, batch.device)(batch)

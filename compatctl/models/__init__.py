@@ -147,10 +147,9 @@ def embed_images(model: EmbeddingModel, header: dict, images: np.ndarray, *, bat
     results stay there until the end, so a GPU is not stalled by a copy back per batch.
     ``progress(done, total)`` after each batch is queued.
     """
-    from compatctl.data.transforms import Normalization
+    from compatctl.data.transforms import Normalization, pixel_normalizer
 
-    norm = Normalization.from_dict(header.get("normalization"))
-    scale = _pixel_scaler(norm, device)
+    scale = pixel_normalizer(Normalization.from_dict(header.get("normalization")), device)
     out = torch.empty((len(images), model.embedding_width), dtype=torch.float32, device=device)
     with torch.inference_mode():
         for start in range(0, len(images), batch_size):
@@ -160,16 +159,6 @@ def embed_images(model: EmbeddingModel, header: dict, images: np.ndarray, *, bat
             if progress is not None:
                 progress(start + len(batch), len(images))
         return out.cpu().numpy()
-
-
-def _pixel_scaler(norm, device: str) -> Callable[[torch.Tensor], torch.Tensor]:
-    """uint8 NCHW -> normalized float32, the same arithmetic as ``transforms.normalize``,
-    with the mean/std tensors built once instead of per batch."""
-    if norm is None:
-        return lambda batch: batch.float().div_(255.0)
-    mean = torch.tensor(norm.mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
-    std = torch.tensor(norm.std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
-    return lambda batch: batch.float().div_(255.0).sub_(mean).div_(std)
 
 
 __all__ = ["BACKBONES", "EmbeddingModel", "ModelOutput", "ModelSpec", "build_model", "embed_images",

@@ -41,7 +41,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from compatctl.data.transforms import Normalization, augment, normalize
+from compatctl.data.transforms import Normalization, augment, normalize, standardizer
 from compatctl.errors import BadInputError
 from compatctl.train.config import TrainConfig
 from compatctl.train.views import contrastive_view, nt_xent
@@ -295,13 +295,11 @@ def _build_bt2(setup: Setup) -> MethodLoss:
 
 def _build_contrastive(setup: Setup) -> MethodLoss:
     config = setup.config.contrastive
-    mean = torch.tensor(setup.normalization.mean, device=setup.device).view(1, -1, 1, 1)
-    std = torch.tensor(setup.normalization.std, device=setup.device).view(1, -1, 1, 1)
+    standardize = standardizer(setup.normalization, setup.device)
 
     def view(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        pixels = contrastive_view(images, generator, min_scale=config.crop_scale, jitter=config.color_jitter,
-                                  grayscale_prob=config.grayscale_prob)
-        return (pixels - mean) / std
+        return standardize(contrastive_view(images, generator, min_scale=config.crop_scale,
+                                            jitter=config.color_jitter, grayscale_prob=config.grayscale_prob))
 
     def prepare(images, labels, generator):
         return view(images, generator), view(images, generator)
