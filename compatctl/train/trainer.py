@@ -24,6 +24,7 @@ import torch
 
 from compatctl.config import to_dict
 from compatctl.errors import BadInputError
+from compatctl.store import atomic_write_json
 from compatctl.train.config import TrainConfig, config_differences
 from compatctl.train.methods import MethodLoss, Setup, get_method
 from compatctl.train.setup import build_setup, checkpoint_state, lineage_of
@@ -160,8 +161,8 @@ def run_epoch(model, optimizer, setup: Setup, method_loss: MethodLoss, epoch: in
             "lr": optimizer.param_groups[0]["lr"]}
 
 
-def _check_resume(out_dir: Path, config: TrainConfig, old_fingerprint: str | None) -> dict:
-    meta, _ = read_state(out_dir)
+def _check_resume(out_dir: Path, meta: dict, config: TrainConfig, old_fingerprint: str | None) -> None:
+    """The saved run (``meta`` of its training state) must have this config and old model."""
     differing = config_differences(meta["config"], to_dict(config))
     if differing:
         raise BadInputError(f"{out_dir}: --resume with a different config; differing keys: {', '.join(differing)}; "
@@ -169,7 +170,6 @@ def _check_resume(out_dir: Path, config: TrainConfig, old_fingerprint: str | Non
     if meta.get("old_model") != old_fingerprint:
         raise BadInputError(f"{out_dir}: --resume with a different --old model (fingerprint {old_fingerprint}, "
                             f"the run used {meta.get('old_model')}); pass the original old model")
-    return meta
 
 
 def _check_fresh(out_dir: Path) -> None:
@@ -241,14 +241,16 @@ def train_model(config: TrainConfig, *, out_dir: Path, old_model: Path | None = 
     optimizer = make_optimizer(config, model)
     start_epoch = 0
     if resume:
-        start_epoch = _check_resume(out_dir, config, lineage["old_model"])["epochs_done"]
+        meta, state = read_state(out_dir)  # read once: checked, then restored
+        _check_resume(out_dir, meta, config, lineage["old_model"])
+        start_epoch = meta["epochs_done"]
         model.load_state_dict(checkpoint_state(out_dir / MODEL_FILE, setup.device))
-        restore_optimizer(optimizer, *read_state(out_dir))
+        restore_optimizer(optimizer, meta, state)
     else:
         _check_fresh(out_dir)
     if world.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / CONFIG_FILE).write_text(json.dumps(to_dict(config), indent=2, sort_keys=True) + "\n")
+        atomic_write_json(out_dir / CONFIG_FILE, to_dict(config))
         _trim_metrics(out_dir / METRICS_FILE, start_epoch) if resume else (out_dir / METRICS_FILE).unlink(missing_ok=True)
     if progress is not None and world.is_main:
         progress({"event": "start", "config": to_dict(config), "start_epoch": start_epoch, "epochs": config.epochs,
