@@ -107,7 +107,7 @@ def load_model(path: Path | str, device: str = "cpu") -> tuple[EmbeddingModel, d
     Raises BadInputError when ``path`` is not a compatctl model, IntegrityError when its
     weights do not fit its recorded architecture.
     """
-    from compatctl.store import expect_kind, load_arrays
+    from compatctl.store import expect_kind
 
     path = Path(path)
     if path.is_dir():
@@ -119,7 +119,7 @@ def load_model(path: Path | str, device: str = "cpu") -> tuple[EmbeddingModel, d
     except (KeyError, TypeError) as exc:
         raise IntegrityError(f"{path}: model metadata has no valid 'spec' ({exc}); re-create the model") from None
     model = build_model(spec)
-    state = {name: torch.from_numpy(array) for name, array in load_arrays(path).items()}
+    state = load_state(path)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
@@ -137,6 +137,14 @@ def resolve_device(device: str = "auto") -> str:
     if device != "cpu" and not device.startswith("cuda"):
         raise BadInputError(f"--device {device!r}: use auto, cpu or cuda")
     return device
+
+
+def load_state(path: Path | str, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """The weights (state dict) of a model checkpoint, without building the model."""
+    from compatctl.store import expect_kind, load_arrays
+
+    expect_kind(path, "model")
+    return {name: torch.from_numpy(array).to(device) for name, array in load_arrays(path).items()}
 
 
 def embed_images(model: EmbeddingModel, header: dict, images: np.ndarray, *, batch_size: int = 256,
@@ -162,4 +170,4 @@ def embed_images(model: EmbeddingModel, header: dict, images: np.ndarray, *, bat
 
 
 __all__ = ["BACKBONES", "EmbeddingModel", "ModelOutput", "ModelSpec", "build_model", "embed_images",
-           "load_model", "resolve_device", "save_model"]
+           "load_model", "load_state", "resolve_device", "save_model"]

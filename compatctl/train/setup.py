@@ -87,13 +87,14 @@ def build_setup(config: TrainConfig, method: Method, old_model: Path | None) -> 
     if problems:
         raise BadInputError("; ".join(problems))
     _seed_everything(config.seed)
-    spec = ModelSpec(config.arch, config.embedding_dim, max(classes) + 1, in_channels=data.image_shape[-1],
+    num_classes = max(classes) + 1  # labels keep the dataset's numbering
+    spec = ModelSpec(config.arch, config.embedding_dim, num_classes, in_channels=data.image_shape[-1],
                      **method.model_shape(config, old))
     setup = Setup(config=config, device=device, normalization=compute_normalization(data.images),
                   images=to_tensor(data.images).to(device), labels=torch.from_numpy(data.labels).to(device),
-                  classes=classes, num_classes=max(classes) + 1, class_names=list(data.class_names),
+                  classes=classes, num_classes=num_classes, class_names=list(data.class_names),
                   image_shape=data.image_shape, new_model=build_model(spec).to(device), old=old, teacher=teacher)
-    problems = method.check(setup) if (old is not None or not method.needs_old) else []
+    problems = method.check(setup)  # _load_old already refused a missing --old
     if problems:
         raise BadInputError("; ".join(problems))
     return setup
@@ -113,9 +114,8 @@ def lineage_of(config: TrainConfig, setup: Setup) -> dict:
 
 def checkpoint_state(path: Path, device: torch.device) -> dict[str, torch.Tensor]:
     """The state dict stored in a model checkpoint (for --resume)."""
-    from compatctl.store import expect_kind, load_arrays
+    from compatctl.models import load_state
 
     if not Path(path).is_file():
         raise BadInputError(f"{path}: missing; the run cannot be resumed, train again without --resume")
-    expect_kind(path, "model")
-    return {name: torch.from_numpy(array).to(device) for name, array in load_arrays(path).items()}
+    return load_state(path, device)
