@@ -23,19 +23,13 @@ from pathlib import Path
 import numpy as np
 
 from compatctl.errors import BadInputError
-from compatctl.store import atomic_write_json
-from compatctl.store.embeddings import MANIFEST, is_temp_file
+from compatctl.store.embeddings import MANIFEST, claim_directory, is_temp_file, shard_file
 
 LINEAGE = {"gallery_fingerprint": "GALLERY", "transform_fingerprint": "transform",
            "side_info_fingerprint": "side-info"}
 
 
-def _progress_file(out: Path, part: tuple[int, int]) -> Path:
-    # The name EmbeddingSetWriter gives its progress file.
-    return out / f"progress.part-{part[0]}-of-{part[1]}.json"
-
-
-def _check_lineage(out: Path, previous: dict | None, lineage: dict, shard_rows: int, rows: int) -> None:
+def _check_lineage(out: Path, previous: dict | None, lineage: dict) -> None:
     if not previous:
         raise BadInputError(f"--out {out}: holds an embedding set that compatctl backfill did not write; "
                             "choose another --out (GALLERY is never overwritten)")
@@ -44,12 +38,11 @@ def _check_lineage(out: Path, previous: dict | None, lineage: dict, shard_rows: 
             raise BadInputError(f"--out {out}: holds a NEW_GALLERY made from another {what} "
                                 f"({previous.get(key.replace('_fingerprint', '')) or previous.get(key)}); "
                                 "choose another --out or delete it to start over")
-    if (previous.get("shard_rows"), previous.get("rows")) != (shard_rows, rows):
+    if (previous.get("shard_rows"), previous.get("rows")) != (lineage["shard_rows"], lineage["rows"]):
         raise BadInputError(f"--out {out}: its shard layout differs from GALLERY's; choose another --out")
 
 
-def prepare_destination(out: Path, *, resume_key: str, lineage: dict, part: tuple[int, int],
-                        shard_rows: int, rows: int) -> str:
+def prepare_destination(out: Path, *, resume_key: str, lineage: dict, part: tuple[int, int]) -> str:
     """Check ``out`` against this run; return "fresh", "resume" or "continue" (see module doc).
 
     Raises BadInputError when ``out`` holds something this run must not touch.
@@ -64,9 +57,8 @@ def prepare_destination(out: Path, *, resume_key: str, lineage: dict, part: tupl
         info = json.loads(manifest.read_text())
         if info.get("resume_key") == resume_key:
             return "resume"
-        _check_lineage(out, info.get("backfill"), lineage, shard_rows, rows)
-        if not _progress_file(out, part).exists():
-            atomic_write_json(_progress_file(out, part), {"resume_key": resume_key, "shards": []})
+        _check_lineage(out, info.get("backfill"), lineage)
+        claim_directory(out, part, resume_key)  # before the old manifest goes
         manifest.unlink(missing_ok=True)
         return "continue"
     keys = {json.loads(f.read_text()).get("resume_key") for f in out.glob("progress.part-*.json")}
@@ -85,10 +77,6 @@ def remove_temp_files(out: Path) -> None:
             file.unlink(missing_ok=True)
 
 
-def _shard_file(out: Path, index: int) -> Path:
-    return Path(out) / f"shard-{index:05d}.safetensors"
-
-
 def earlier_backfilled(out: Path, index: int, ids: np.ndarray) -> np.ndarray:
     """Mask of rows that an earlier NEW_GALLERY shard file already holds as backfilled.
 
@@ -100,7 +88,7 @@ def earlier_backfilled(out: Path, index: int, ids: np.ndarray) -> np.ndarray:
 
     from compatctl.store import PROVENANCE
 
-    file = _shard_file(out, index)
+    file = shard_file(out, index)
     if not file.is_file():
         return np.zeros(len(ids), bool)
     try:
@@ -118,7 +106,7 @@ def earlier_rows(out: Path, index: int, mask: np.ndarray) -> np.ndarray:
     """Embeddings of the ``mask`` rows of an earlier shard file (see :func:`earlier_backfilled`)."""
     from safetensors import safe_open
 
-    with safe_open(str(_shard_file(out, index)), framework="numpy") as handle:
+    with safe_open(str(shard_file(out, index)), framework="numpy") as handle:
         return handle.get_tensor("embeddings")[mask].astype(np.float32)
 
 
@@ -133,7 +121,8 @@ def backfilled_ids(out: Path, lineage: dict) -> np.ndarray:
     if not out.exists() or (out.is_dir() and not any(out.iterdir())):
         return np.empty(0, np.int64)
     existing = open_embeddings(out)
-    _check_lineage(out, existing.header.get("backfill"), lineage, lineage["shard_rows"], lineage["rows"])
-    found = [block.ids[block.provenance == PROVENANCE.index("backfilled")]
-             for block in existing.iter_blocks() if block.provenance is not None]
+    _check_lineage(out, existing.header.get("backfill"), lineage)
+    backfilled = PROVENANCE.index("backfilled")
+    found = [existing.read_column(i, "ids")[existing.read_column(i, "provenance") == backfilled]
+             for i in range(len(existing.shards))]  # ids and provenance only, not the embeddings
     return np.concatenate(found) if found else np.empty(0, np.int64)

@@ -210,8 +210,7 @@ def _backfill(inputs: Inputs, out: Path, *, part, budget, sources: dict, rows, o
                             block_rows=block_rows) if rows else None
     lineage = inputs.lineage()
     key = resume_key(lineage, rows=rows, order=order, seed=seed, source_identity=source and source.identity)
-    mode = prepare_destination(out, resume_key=key, lineage=lineage, part=part,
-                               shard_rows=inputs.shards.shard_rows, rows=inputs.shards.rows)
+    mode = prepare_destination(out, resume_key=key, lineage=lineage, part=part)
     writer = EmbeddingSetWriter(out, rows=inputs.shards.rows, dim=inputs.transform.new_dim,
                                 header=_header(inputs, lineage, budget=budget, rows=rows, order=order, seed=seed,
                                                source=source),

@@ -93,6 +93,22 @@ def check_rows(path: str, embeddings: np.ndarray, ids: np.ndarray, labels: np.nd
                             "ids must be unique per row")
 
 
+def progress_file(path: Path, part: tuple[int, int]) -> Path:
+    """Where writer ``part`` (I, N) records its complete shards while it works."""
+    return Path(path) / f"progress.part-{part[0]}-of-{part[1]}.json"
+
+
+def shard_file(path: Path, index: int) -> Path:
+    return Path(path) / f"shard-{index:05d}.safetensors"
+
+
+def claim_directory(path: Path, part: tuple[int, int], resume_key: str) -> None:
+    """Record (atomically) that writer ``part`` with ``resume_key`` works in ``path``, before any shard lands:
+    a kill between a shard's rename and its progress record must still leave a directory a re-run recognises."""
+    if not progress_file(path, part).exists():
+        atomic_write_json(progress_file(path, part), {"resume_key": resume_key, "shards": []})
+
+
 class IdIndex:
     """Where ids sit in a set of rows: one sort when built, then any number of lookups."""
 
@@ -138,14 +154,12 @@ class EmbeddingSetWriter:
         self._check_destination()
         self.path.mkdir(parents=True, exist_ok=True)
         self.done = self._complete_shards()
-        if not (self.path / MANIFEST).exists() and not self.progress_path.exists():
-            # Claim the directory before the first shard lands: a kill between a shard's rename
-            # and its progress record must still leave a directory a re-run recognises.
-            atomic_write_json(self.progress_path, {"resume_key": self.resume_key, "shards": []})
+        if not (self.path / MANIFEST).exists():
+            claim_directory(self.path, self.part, self.resume_key)
 
     @property
     def progress_path(self) -> Path:
-        return self.path / f"progress.part-{self.part[0]}-of-{self.part[1]}.json"
+        return progress_file(self.path, self.part)
 
     def _check_destination(self) -> None:
         if self.path.exists() and not self.path.is_dir():
@@ -199,7 +213,7 @@ class EmbeddingSetWriter:
         if self.header["has_uncertainty"]:
             tensors["uncertainty"] = np.ascontiguousarray(block.uncertainty, dtype=np.float32)
         data = save(tensors, metadata={"compatctl": json.dumps({"shard": index, "rows": len(block)})})
-        name = f"shard-{index:05d}.safetensors"
+        name = shard_file(self.path, index).name
         atomic_write_bytes(self.path / name, data)
         self.done[index] = {"index": index, "file": name, "rows": len(block), "bytes": len(data),
                             "sha256": hashlib.sha256(data).hexdigest()}
