@@ -173,7 +173,7 @@ def backfill(gallery_path, transform_path, out, *, budget: float = 0.0, order: s
         shutil.rmtree(scratch, ignore_errors=True)
     seconds = time.perf_counter() - started
     return {**summary, "rows": inputs.shards.rows, "budget": budget, "budget_rows": rows, "order": order,
-            "seed": seed, "seconds": seconds, "warnings": inputs.warnings}
+            "seed": seed, "seconds": seconds, "warnings": inputs.warnings + summary.pop("source_warnings", [])}
 
 
 def _choose(inputs: Inputs, transformer: ShardTransformer, *, rows: int, order: str, seed: int,
@@ -220,7 +220,7 @@ def _backfill(inputs: Inputs, out: Path, *, part, budget, sources: dict, rows, o
     pending = writer.pending_shards()
     stats = {"out": str(out), "mode": mode, "part": list(part), "shards_total": writer.num_shards,
              "shards_written": len(pending), "rows_written": 0, "backfilled_rows": 0, "reused_rows": 0,
-             "new_rows": 0}
+             "new_rows": 0, "source_warnings": source.warnings if source is not None else []}
     if pending:
         transformer = ShardTransformer(inputs, scratch=scratch, block_rows=block_rows, progress=progress)
         ids, picked = _choose(inputs, transformer, rows=rows, order=order, seed=seed, progress=progress)

@@ -16,14 +16,7 @@ import numpy as np
 from compatctl.backfill.rows import RowSpill, content_fingerprint, missing_ids_message
 from compatctl.errors import BadInputError
 from compatctl.store import IdIndex, expect_kind, open_embeddings
-
-
-def _check_fingerprint(path, found: str | None, transform, force: bool, option: str) -> None:
-    expected = transform.new_fingerprint
-    if force or not found or not expected or found == expected:
-        return
-    raise BadInputError(f"{option} {path}: model fingerprint {found} differs from the new model the transform "
-                        f"was fit on ({expected}); pass that model's embeddings, or --force to use it anyway")
+from compatctl.transform.compat import check_fingerprint
 
 
 class MergedNewRows:
@@ -35,7 +28,8 @@ class MergedNewRows:
         if self.source.dim != transform.new_dim:
             raise BadInputError(f"--new-embeddings {path}: {self.source.dim}-d rows, but the transform maps to "
                                 f"{transform.new_dim}-d; pass embeddings of the transform's new model")
-        _check_fingerprint(path, self.source.model_fingerprint, transform, force, "--new-embeddings")
+        self.warnings = check_fingerprint(self.source.model_fingerprint, transform.new_fingerprint,
+                                          source=f"--new-embeddings {path}", what="new model", force=force)
         self.model_fingerprint = self.source.model_fingerprint or transform.new_fingerprint
         self.identity = f"embeddings:{content_fingerprint(self.source)}"
         self.spill: RowSpill | None = None
@@ -69,7 +63,8 @@ class EmbeddedNewRows:
         check_model_path(self.model_path)
         header = self.model_header = expect_kind(self.model_path, "model")
         self.model_fingerprint = header.get("fingerprint")
-        _check_fingerprint(model_path, self.model_fingerprint, transform, force, "--new-model")
+        self.warnings = check_fingerprint(self.model_fingerprint, transform.new_fingerprint,
+                                          source=f"--new-model {model_path}", what="new model", force=force)
         width = header.get("embedding_width")
         if width is not None and int(width) != transform.new_dim:
             raise BadInputError(f"--new-model {model_path}: makes {width}-d embeddings, but the transform maps to "

@@ -18,7 +18,8 @@ def check_compatible(transform: Transform, source, *, force: bool = False, side_
     if source.dim != transform.old_dim:
         raise BadInputError(f"{path} holds {source.dim}-d embeddings but {transform.path} maps "
                             f"{transform.old_dim}-d old embeddings; pass the gallery of the old model it was fit on")
-    warnings = _check_fingerprint(transform.old_fingerprint, source, transform.path, force, "old model")
+    warnings = check_fingerprint(getattr(source, "model_fingerprint", None), transform.old_fingerprint,
+                                 source=str(path), what="old model", force=force)
     if transform.side_info_dim and side_info_source is None:
         raise BadInputError(f"{transform.path} was fit with side-info; pass the side-info embeddings of the gallery")
     if side_info_source is not None:
@@ -27,20 +28,24 @@ def check_compatible(transform: Transform, source, *, force: bool = False, side_
         if side_info_source.dim != transform.side_info_dim:
             raise BadInputError(f"{getattr(side_info_source, 'path', 'side-info')} holds {side_info_source.dim}-d "
                                 f"side-info but {transform.path} expects {transform.side_info_dim}-d")
-        warnings += _check_fingerprint(transform.side_info_fingerprint, side_info_source, transform.path,
-                                       force, "side-info model")
+        warnings += check_fingerprint(getattr(side_info_source, "model_fingerprint", None),
+                                      transform.side_info_fingerprint, force=force, what="side-info model",
+                                      source=str(getattr(side_info_source, "path", "side-info")))
     return warnings
 
 
-def _check_fingerprint(expected: str | None, source, transform_path: str, force: bool, what: str) -> list[str]:
-    found = getattr(source, "model_fingerprint", None)
-    path = getattr(source, "path", "embeddings")
+def check_fingerprint(found: str | None, expected: str | None, *, source: str, what: str, force: bool) -> list[str]:
+    """Do embeddings (or a model) named ``source`` come from the ``what`` the transform was fit on?
+
+    A mismatch raises BadInputError unless ``force`` (then a warning); an unknown fingerprint
+    (embeddings brought in from .npz) cannot be checked and gives a warning. Returns warnings.
+    """
     if expected is None or found is None:
-        return [f"cannot verify that {path} comes from the {what} {transform_path} was fit on "
+        return [f"{source}: cannot verify that it comes from the {what} the transform was fit on "
                 "(no model fingerprint recorded)"]
     if expected == found:
         return []
-    message = (f"{path} comes from model {found} but {transform_path} was fit on {what} {expected}")
+    message = f"{source}: model fingerprint {found} differs from the {what} the transform was fit on ({expected})"
     if not force:
-        raise BadInputError(message + "; pass embeddings of that model, or --force to apply anyway")
+        raise BadInputError(message + "; pass that model's embeddings, or --force to apply anyway")
     return [message + " (applied anyway: --force)"]

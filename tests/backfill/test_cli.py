@@ -99,8 +99,10 @@ def test_new_embeddings_of_another_model(runner, world, tmp_path):
     write_embedding_set(foreign, EmbeddingBlock(world.new, world.ids), header={"model_fingerprint": "zzz"})
     result = run(runner, world, tmp_path / "g", "--budget", "0.2", "--new-embeddings", str(foreign))
     assert_bad_input(result, "model fingerprint zzz differs from the new model the transform was fit on (new-fp)")
-    assert run(runner, world, tmp_path / "g", "--budget", "0.2", "--new-embeddings", str(foreign),
-               "--force").exit_code == 0
+    forced = run(runner, world, tmp_path / "g", "--budget", "0.2", "--new-embeddings", str(foreign), "--force")
+    assert forced.exit_code == 0
+    assert "differs from the new model the transform was fit on (new-fp) (applied anyway: --force)" in \
+        " ".join(forced.output.split())
 
 
 def test_side_info_required_by_the_transform(runner, world, tmp_path):
