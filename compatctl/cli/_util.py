@@ -50,6 +50,23 @@ def make_progress():
                     console=err_console, transient=False)
 
 
+def stage_reporter(progress, labels: dict[str, str] | None = None, unit: str | None = "rows/s"):
+    """A library ``progress(stage, done, total)`` callback drawing one task of ``progress`` per stage.
+
+    ``labels`` renames stages for display; ``unit`` (None: no rate) labels the done-per-second rate.
+    """
+    tasks: dict[str, int] = {}
+
+    def report(stage: str, done: int, total: int) -> None:
+        if stage not in tasks:
+            tasks[stage] = progress.add_task((labels or {}).get(stage, stage), total=total or None, rate="")
+        elapsed = progress.tasks[tasks[stage]].elapsed
+        rate = f"{done / elapsed:,.0f} {unit}" if unit and elapsed else ""
+        progress.update(tasks[stage], completed=done, total=total or None, rate=rate)
+
+    return report
+
+
 def not_built(command: str) -> None:
     """For a command of the SPEC that this version does not implement yet."""
     raise CompatctlError(f"'compatctl {command}' is not built in this version yet")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from compatctl.cli._util import app, console, err_console, guard, make_progress
+from compatctl.cli._util import app, console, err_console, guard, make_progress, stage_reporter
 
 STAGES = {"side-info": "merge side-info", "scan": "order rows", "merge": "merge new rows", "write": "write shards"}
 
@@ -44,21 +44,8 @@ def backfill_cli(
         summary = backfill(gallery, transform, out, budget=budget, order=order, seed=seed, side_info_path=side_info,
                            new_model=new_model, data=data, new_embeddings=new_embeddings, part=parse_part(part),
                            force=force, plan_only=plan_only, plan_path=plan, block_rows=block_rows,
-                           progress=_reporter(progress))
+                           progress=stage_reporter(progress, STAGES))
     _print_summary(summary)
-
-
-def _reporter(progress):
-    """progress(stage, done, total) -> one rich task per stage, with rows/s."""
-    tasks: dict[str, int] = {}
-
-    def report(stage: str, done: int, total: int) -> None:
-        if stage not in tasks:
-            tasks[stage] = progress.add_task(STAGES.get(stage, stage), total=total or None, rate="")
-        task = progress.tasks[tasks[stage]]
-        rate = done / task.elapsed if task.elapsed else 0.0
-        progress.update(tasks[stage], completed=done, rate=f"{rate:,.0f} rows/s")
-    return report
 
 
 def _print_summary(summary: dict) -> None:

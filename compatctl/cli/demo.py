@@ -4,7 +4,7 @@ from pathlib import Path
 
 import typer
 
-from compatctl.cli._util import app, console, err_console, guard, make_progress
+from compatctl.cli._util import app, console, err_console, guard, make_progress, stage_reporter
 
 
 @app.command("demo")
@@ -24,14 +24,9 @@ def demo_cli(
     """
     from compatctl.demo import QUICK, DemoSettings, run_demo, summary_rows
 
-    tasks: dict[str, int] = {}
     with make_progress() as progress:
-        def on_step(step: str, done: int, total: int) -> None:
-            if step not in tasks:
-                tasks[step] = progress.add_task(step, total=max(total, 1), rate="")
-            progress.update(tasks[step], completed=done, total=max(total, 1))
-
-        report = run_demo(out, settings=QUICK if quick else DemoSettings(), progress=on_step)
+        report = run_demo(out, settings=QUICK if quick else DemoSettings(),
+                          progress=stage_reporter(progress, unit=None))
     print_summary(report, out, summary_rows(report))
 
 

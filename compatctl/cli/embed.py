@@ -4,7 +4,7 @@ from pathlib import Path
 
 import typer
 
-from compatctl.cli._util import app, console, guard, make_progress
+from compatctl.cli._util import app, console, guard, make_progress, stage_reporter
 
 
 @app.command("embed")
@@ -29,17 +29,8 @@ def embed_cli(
     from compatctl.models.embed import embed_dataset
 
     with make_progress() as bar:
-        tasks: dict[str, int] = {}
-
-        def report(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = bar.add_task(f"{stage:<6}", total=total or None, rate="")
-            task = bar.tasks[tasks[stage]]
-            rate = f"{done / task.elapsed:,.0f} rows/s" if task.elapsed else ""
-            bar.update(tasks[stage], completed=done, total=total or None, rate=rate)
-
         path = embed_dataset(model, data, out, split=split, batch_size=batch_size, part=part, dtype=dtype,
-                             shard_rows=shard_rows, device=device, progress=report)
+                             shard_rows=shard_rows, device=device, progress=stage_reporter(bar))
     if (path / "manifest.json").is_file():
         console.print(f"wrote embedding set {path}")
     else:

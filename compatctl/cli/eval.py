@@ -11,7 +11,7 @@ from typing import Optional
 
 import typer
 
-from compatctl.cli._util import app, console, err_console, guard, make_progress
+from compatctl.cli._util import app, console, err_console, guard, make_progress, stage_reporter
 from compatctl.errors import BadInputError
 
 
@@ -123,23 +123,12 @@ def _check_curve_usage(backfill_with, order, steps, plot, no_map) -> bool:
     return True
 
 
-def _progress_callback(progress):
-    tasks: dict = {}
-
-    def update(description: str, done: int, total: int) -> None:
-        if description not in tasks:
-            tasks[description] = progress.add_task(description, total=total, rate="")
-        progress.update(tasks[description], completed=done)
-
-    return update
-
-
 def _with_progress(run):
     """Run ``run(progress_callback)`` under a progress bar on stderr when it is a terminal."""
     if not err_console.is_terminal:
         return run(None)
     with make_progress() as progress:
-        return run(_progress_callback(progress))
+        return run(stage_reporter(progress, unit=None))
 
 
 def _run_single(query, gallery, backfill_with, order, steps, seed, options, gallery_block, no_map) -> dict:
