@@ -5,21 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from compatctl.train import load_train_config, train_model
 from compatctl.train.methods import REGISTRY, influence_classifier, old_classifier
 from compatctl.train.setup import build_setup
-
-DATA = "builtin:classes=4,train=64,test=16,size=16"
-BASE = [f"data={DATA}", "arch=tiny_cnn", "embedding_dim=8", "epochs=1", "batch_size=32", "lr=0.05", "device=cpu"]
-
-
-def config(*overrides: str):
-    return load_train_config(None, BASE + list(overrides))
-
-
-@pytest.fixture(scope="module")
-def old_model(tmp_path_factory):
-    return train_model(config("classes=first_half"), out_dir=tmp_path_factory.mktemp("old"))
+from tests.train.helpers import config
 
 
 def setup_for(old_model, *overrides: str):

@@ -10,22 +10,10 @@ import torch
 
 from compatctl.config import to_dict
 from compatctl.models import embed_images, load_model
-from compatctl.train import load_train_config, train_model
+from compatctl.train import train_model
 from compatctl.train.config import METHOD_NAMES, config_differences
 from compatctl.train.methods import REGISTRY
-
-DATA = "builtin:classes=4,train=64,test=16,size=16"
-BASE = [f"data={DATA}", "arch=tiny_cnn", "embedding_dim=8", "epochs=1", "batch_size=32", "lr=0.05"]
-
-
-def config(*overrides: str):
-    return load_train_config(None, BASE + list(overrides))
-
-
-@pytest.fixture(scope="module")
-def old_model(tmp_path_factory):
-    out = tmp_path_factory.mktemp("old")
-    return train_model(config("classes=first_half"), out_dir=out)
+from tests.train.helpers import config
 
 
 def test_registry_matches_config_names():

@@ -104,9 +104,13 @@ def test_resume_without_state_and_retrain_into_used_dir(runner, config_file, tmp
     assert_bad(run(runner, config_file, "--out", out), "already holds a training run", "--resume")
 
 
-def test_missing_old_file_and_cuda_unavailable(runner, config_file, tmp_path):
+def test_missing_old_file_and_cuda_unavailable(runner, config_file, tmp_path, monkeypatch):
     assert_bad(run(runner, config_file, "--old", tmp_path / "nope.safetensors", "--out", tmp_path / "m", "method=l2"),
                "not found")
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert_bad(run(runner, config_file, "--out", tmp_path / "c", "device=cuda"), "CUDA is not available here")
 
 
 @pytest.mark.slow
