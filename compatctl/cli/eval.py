@@ -96,13 +96,13 @@ def eval_cli(
 
 
 def _parse_topk(text: str) -> tuple[int, ...]:
+    """``"1,5"`` -> (1, 5); the range rules are the library's (check_topk)."""
+    from compatctl.evaluate.retrieval import check_topk
+
     try:
-        ks = tuple(int(part) for part in text.split(",") if part.strip())
+        return check_topk(tuple(int(part) for part in text.split(",") if part.strip()))
     except ValueError:
         raise BadInputError(f"--topk {text!r}: expected comma-separated whole numbers, e.g. 1,5") from None
-    if not ks or min(ks) < 1:
-        raise BadInputError(f"--topk {text!r}: give whole numbers >= 1, e.g. 1,5")
-    return ks
 
 
 def _check_matrix_usage(query, gallery, backfill_with, fail_under) -> None:

@@ -127,8 +127,10 @@ def backfill_curve(query, gallery, new_gallery, *, order: str = "random", steps:
     block_rows = max(1, min(query_block, HELD_SCORES // max(gallery.rows, 1)))
     done = 0
     for block in query.iter_blocks(block_rows):
-        queries = tuple(prepare(block, info["used"], metric, gallery=False, name=source_name(query))
-                        for info in (dim_old, dim_new))
+        first = prepare(block, dim_old["used"], metric, gallery=False, name=source_name(query))
+        same = dim_new["used"] == dim_old["used"]  # the usual case: prepare the queries once
+        queries = (first, first if same else prepare(block, dim_new["used"], metric, gallery=False,
+                                                     name=source_name(query)))
         _curve_block(queries, galleries, backfilled, sums)
         done += len(block)
         report_progress(progress, "backfill curve", done, query.rows)
