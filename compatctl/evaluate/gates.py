@@ -10,9 +10,14 @@ _GATE = re.compile(r"^\s*([A-Za-z][\w.]*)\s*=\s*(\S+)\s*$")
 
 
 def gate_names(topk, *, with_map: bool = True, map_at_r: bool = False, curve: bool = False) -> list[str]:
-    """Metric names a gate may name for this evaluation (curve AUCs as ``auc.<metric>``)."""
-    names = [f"top{k}" for k in sorted(set(topk))]
-    names += ["map"] * with_map + ["map_at_r"] * map_at_r
+    """Metric names a gate may name for this evaluation (curve AUCs as ``auc.<metric>``).
+
+    The names are the ones the metric accumulator reports, so gates and reports cannot drift apart.
+    """
+    from compatctl.evaluate.ranking import MetricSums
+    from compatctl.evaluate.retrieval import check_topk
+
+    names = list(MetricSums(check_topk(topk), at_r=map_at_r, with_map=with_map).result())
     return names + [f"auc.{name}" for name in names] * curve
 
 
