@@ -24,7 +24,7 @@ Progress = Callable[[str, int, int], None]  # progress(step, done, total)
 
 @dataclasses.dataclass(frozen=True)
 class DemoSettings:
-    """Sizes of the demo. The defaults finish in about two minutes on 2 CPU cores."""
+    """Sizes of the demo. The defaults finish in 30-60 s on 2 CPU cores."""
 
     data: str = "builtin:classes=10,train=4000,test=1000,size=16"
     arch: str = "tiny_cnn"

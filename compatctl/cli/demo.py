@@ -16,7 +16,7 @@ def demo_cli(
 ) -> None:
     """Train old and new models (independent, BCT, BT²), fit transforms, backfill and evaluate.
 
-    Runs offline on the built-in generated images, in about two minutes on 2 CPU cores, and
+    Runs offline on the built-in generated images, in 30-60 s on 2 CPU cores, and
     prints one table: old/old; per method new/new and new/old; new/h(old); backfill-curve AUCs.
     Every artifact in --out is real: inspect it, evaluate it, backfill it.
 
