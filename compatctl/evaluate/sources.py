@@ -138,6 +138,8 @@ def prepare(block: EmbeddingBlock, dims: int, distance: Distance, *, gallery: bo
         BadInputError: a row holds NaN or Inf (``name`` is the source named in the message).
     """
     matrix = np.ascontiguousarray(block.embeddings[:, :dims], dtype=np.float32)
+    if distance.normalize and np.shares_memory(matrix, block.embeddings):
+        matrix = matrix.copy()  # normalised below: never in the caller's array
     bad = ~np.isfinite(matrix).all(axis=1)
     if bad.any():
         raise BadInputError(f"{name or 'embeddings'}: {int(bad.sum())} rows hold NaN or Inf, first ids "

@@ -83,3 +83,20 @@ def test_curve_bad_inputs():
         backfill_curve(query, gallery, new, order="uncertainty", steps=2)
     with pytest.raises(BadInputError, match="unknown"):
         backfill_curve(query, old, new, order="best", steps=2)
+
+
+@pytest.mark.parametrize("distance", ["cosine", "l2"])
+def test_caller_arrays_are_not_modified(distance):
+    """evaluate and backfill_curve read float32 blocks the caller still holds: they must stay as they were
+    (a curve computed after an evaluate on the same blocks once saw unit-norm rows under --order norm)."""
+    queries, gallery = random_pair(3, 40, 50, 8, 4, distance, exact=False)
+    new = EmbeddingBlock(gallery.embeddings * 3.0 + 1.0, gallery.ids, gallery.labels)
+    blocks = (queries, gallery, new)
+    before = [b.embeddings.copy() for b in blocks]
+    first = backfill_curve(queries, gallery, new, order="norm", steps=4, distance=distance)
+    evaluate(queries, gallery, distance=distance)
+    evaluate(new, new, distance=distance)
+    for block, copy in zip(blocks, before):
+        np.testing.assert_array_equal(block.embeddings, copy)
+    again = backfill_curve(queries, gallery, new, order="norm", steps=4, distance=distance)
+    assert again["curve"]["map"] == first["curve"]["map"]
