@@ -11,7 +11,9 @@ norm) plus references that are not orders one can ship (they need the new embedd
 labels): ``old-norm`` (smallest *old* embedding norm first), ``norm-desc`` (largest transformed
 norm first), ``oracle`` (largest true error ||new - h(old)|| first) and ``oracle-gain`` (largest
 CE(h(old)) - CE(new) first, CE against the new embeddings' class means, temperature 0.1: rows
-whose transformed embedding is misplaced AND whose new embedding is well placed). Every curve
+whose transformed embedding is misplaced AND whose new embedding is well placed) and, with
+``--old-classes``, ``unseen-first`` (rows of the classes the old model was not trained on first,
+random among them: a class-level oracle of where the old model is weakest). Every curve
 comes from compatctl.evaluate.backfill_curve (a reference order is passed to it as the per-row
 "uncertainty" of the gallery, so it runs the same code path as ``--order uncertainty``).
 """
@@ -41,12 +43,16 @@ def aligned(old: EmbeddingBlock, new: EmbeddingBlock, name: str) -> EmbeddingBlo
         raise SystemExit(str(exc)) from None
 
 
-def reference_scores(old: EmbeddingBlock, new: EmbeddingBlock, transformed: np.ndarray) -> dict:
+def reference_scores(old: EmbeddingBlock, new: EmbeddingBlock, transformed: np.ndarray,
+                     old_classes: list[int] | None = None) -> dict:
     """Per-row scores (highest backfilled first) of orders one cannot ship, for reference."""
     scores = {"old-norm": -row_norms(old.embeddings), "norm-desc": row_norms(transformed),
               "oracle": row_norms(new.embeddings - transformed)}
     if old.labels is not None:
         scores["oracle-gain"] = class_mean_ce(transformed, new) - class_mean_ce(new.embeddings, new)
+        if old_classes:
+            unseen = ~np.isin(old.labels, old_classes)
+            scores["unseen-first"] = unseen + 0.5 * np.random.default_rng(0).random(len(unseen))
     return scores
 
 
@@ -61,13 +67,25 @@ def class_mean_ce(embeddings: np.ndarray, new: EmbeddingBlock, temperature: floa
     return -log_prob[np.arange(len(index)), index]
 
 
+def same_class_cosine(queries: EmbeddingBlock, gallery: np.ndarray) -> float:
+    """Mean cosine between each query and the other rows of its class in ``gallery`` (same row order)."""
+    unit = lambda x: x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)  # noqa: E731
+    total, pairs = 0.0, 0
+    for label in np.unique(queries.labels):
+        rows = queries.labels == label
+        cosines = unit(queries.embeddings[rows].astype(np.float64)) @ unit(gallery[rows].astype(np.float64)).T
+        total += cosines.sum() - np.trace(cosines)
+        pairs += rows.sum() * (rows.sum() - 1)
+    return total / max(pairs, 1)
+
+
 def curve(queries: EmbeddingBlock, transformed: EmbeddingBlock, new: EmbeddingBlock, order: str,
-          steps: int, distance: str, scores: np.ndarray | None = None) -> dict:
+          steps: int, distance: str, scores: np.ndarray | None = None, seed: int = 0) -> dict:
     """AUC and points of one order; ``scores`` (highest first) stands in for the uncertainty order."""
     gallery = transformed if scores is None else EmbeddingBlock(
         transformed.embeddings, transformed.ids, transformed.labels, uncertainty=scores.astype(np.float32))
     result = backfill_curve(queries, gallery, new, order="uncertainty" if scores is not None else order,
-                            steps=steps, distance=distance, topk=(1,))["curve"]
+                            steps=steps, distance=distance, topk=(1,), seed=seed)["curve"]
     return {name: (result["auc"][name], result[name]) for name in ("top1", "map")}
 
 
@@ -98,10 +116,15 @@ def main() -> None:
     parser.add_argument("--transform", type=Path, help="transform old -> new (with uncertainty for that order)")
     parser.add_argument("--old-query", type=Path, help="old-model queries for the old/old end (default: --old)")
     parser.add_argument("--side-info", type=Path, help="side-info embeddings of the test split")
+    parser.add_argument("--old-classes", type=lambda text: [int(c) for c in text.split(",")],
+                        help="comma-separated classes the old model was trained on (adds the unseen-first reference)")
     parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--random-seeds", type=int, default=1, help="curves of the random order with seeds 0..N-1")
+    parser.add_argument("--only", type=lambda text: text.split(","), help="comma-separated orders to run (default: all)")
     parser.add_argument("--distance", default="cosine", choices=("cosine", "l2"))
     args = parser.parse_args()
     if args.old is None:
+        args.old_classes = args.old_classes or list(range(10))  # the synthetic old model's classes
         args.old, args.new, args.transform, args.side_info = synthetic(Path(tempfile.mkdtemp(prefix="orders-")))
     from compatctl.transform import load_transform
 
@@ -117,14 +140,23 @@ def main() -> None:
             "new/new": evaluate(new, new, distance=args.distance, topk=(1,))["metrics"]}
     print(f"rows {len(old)}, steps {args.steps}, distance {args.distance}, transform {transform.kind}"
           f"{' +uncertainty' if uncertainty is not None else ''}")
+    if old.labels is not None:
+        to_new, to_transformed = same_class_cosine(new, new.embeddings), same_class_cosine(new, embeddings)
+        print(f"mixing: mean cosine of a new query to same-class gallery rows: new rows {to_new:.3f}, "
+              f"transformed rows {to_transformed:.3f}")
     print("| case | top-1 | mAP |\n|---|---:|---:|")
     for name, metrics in ends.items():
         print(f"| {name} | {100 * metrics['top1']:.2f} | {100 * metrics['map']:.2f} |")
     shipped = {name: None for name in ORDERS if name != "uncertainty" or uncertainty is not None}
-    for name, scores in {**shipped, **reference_scores(old, new, embeddings)}.items():
-        result = curve(new, transformed, new, name, args.steps, args.distance, scores)
-        print(f"| AUC {name} | {100 * result['top1'][0]:.2f} | {100 * result['map'][0]:.2f} |", flush=True)
-    print(f"({time.perf_counter() - started:.0f} s; old-norm, norm-desc, oracle and oracle-gain are references, not shippable orders)")
+    for name, scores in {**shipped, **reference_scores(old, new, embeddings, args.old_classes)}.items():
+        if args.only and name not in args.only:
+            continue
+        for seed in range(args.random_seeds if name == "random" else 1):
+            result = curve(new, transformed, new, name, args.steps, args.distance, scores, seed)
+            label = f"{name} (seed {seed})" if name == "random" and args.random_seeds > 1 else name
+            print(f"| AUC {label} | {100 * result['top1'][0]:.2f} | {100 * result['map'][0]:.2f} |", flush=True)
+    print(f"({time.perf_counter() - started:.0f} s; old-norm, norm-desc, oracle, oracle-gain and unseen-first are "
+          "references, not shippable orders)")
 
 
 if __name__ == "__main__":
