@@ -56,9 +56,13 @@ def reference_scores(old: EmbeddingBlock, new: EmbeddingBlock, transformed: np.n
     return scores
 
 
+def unit(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (zero rows stay zero)."""
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
 def class_mean_ce(embeddings: np.ndarray, new: EmbeddingBlock, temperature: float = 0.1) -> np.ndarray:
     """Per-row cross-entropy of the cosine class-mean classifier built from ``new`` (its labels)."""
-    unit = lambda x: x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)  # noqa: E731
     classes, index = np.unique(new.labels, return_inverse=True)
     means = unit(np.stack([new.embeddings[index == c].mean(0) for c in range(len(classes))]))
     logits = unit(embeddings.astype(np.float64)) @ means.T / temperature
@@ -69,7 +73,6 @@ def class_mean_ce(embeddings: np.ndarray, new: EmbeddingBlock, temperature: floa
 
 def same_class_cosine(queries: EmbeddingBlock, gallery: np.ndarray) -> float:
     """Mean cosine between each query and the other rows of its class in ``gallery`` (same row order)."""
-    unit = lambda x: x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)  # noqa: E731
     total, pairs = 0.0, 0
     for label in np.unique(queries.labels):
         rows = queries.labels == label
