@@ -33,7 +33,7 @@ def test_budget_zero_only_applies_the_transform(world, tmp_path):
     out = read_set(tmp_path / "g0")
     np.testing.assert_array_equal(out.ids, world.ids)
     np.testing.assert_array_equal(out.labels, world.labels)
-    np.testing.assert_allclose(out.embeddings, load_transform(world.linear).apply(world.old)[0], rtol=1e-6)
+    np.testing.assert_allclose(out.embeddings, load_transform(world.linear).apply(world.old)[0], rtol=1e-6, atol=1e-6)
     assert (out.provenance == TRANSFORMED).all() and out.uncertainty is None
     assert summary["complete"] and summary["budget_rows"] == 0
     assert tree_hash(world.gallery) == before  # GALLERY is never modified
@@ -50,7 +50,7 @@ def test_budget_rows_follow_the_order_and_merge_by_id(world, tmp_path, order):
     np.testing.assert_array_equal(out.embeddings[chosen], world.new[chosen])  # new set is stored shuffled
     rest = out.provenance == TRANSFORMED
     np.testing.assert_allclose(out.embeddings[rest], load_transform(world.linear).apply(world.old)[0][rest],
-                               rtol=1e-6)
+                               rtol=1e-6, atol=1e-6)
     np.testing.assert_array_equal(out.ids, world.ids)
 
 
@@ -60,7 +60,7 @@ def test_uncertainty_order_and_stored_uncertainty(world, uncertain, tmp_path):
     out = read_set(tmp_path / "g")
     chosen = expected_order(world, uncertain, "uncertainty")[:budget_rows(0.25, ROWS)]
     np.testing.assert_array_equal(np.flatnonzero(out.provenance == BACKFILLED), np.sort(chosen))
-    np.testing.assert_allclose(out.uncertainty, load_transform(uncertain).apply(world.old)[1], rtol=1e-5)
+    np.testing.assert_allclose(out.uncertainty, load_transform(uncertain).apply(world.old)[1], rtol=1e-5, atol=1e-6)
 
 
 def test_missing_new_embeddings_are_named(world, tmp_path):
