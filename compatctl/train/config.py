@@ -86,7 +86,9 @@ class TrainConfig:
     momentum: float = option(0.9, min=0.0, max=1.0)
     weight_decay: float = option(5e-4, min=0.0, max=1.0)
     schedule: str = option("cosine", choices=("cosine", "constant"))
-    warmup_epochs: float = option(0.0, min=0.0)
+    warmup_epochs: float = option(1.0, min=0.0, help="linear learning-rate warm-up, in epochs (capped at "
+                                                      "'epochs'); large steps on a fresh model are what diverged")
+    grad_clip: float = option(5.0, min=0.0, help="largest global gradient norm per step (0: no clipping)")
     label_smoothing: float = option(0.0, min=0.0, max=0.99)
     device: str = option("auto", choices=("auto", "cpu", "cuda"))
     num_workers: int = option(0, min=0, max=64, help="threads that prepare the next batches (0: inline)")
@@ -117,8 +119,6 @@ def check_config(config: TrainConfig, source: str = "config") -> None:
             problems.append("'classes' is an empty list; list at least one class index or use 'all'")
         elif len(set(config.classes)) != len(config.classes) or min(config.classes) < 0:
             problems.append(f"'classes' must be distinct non-negative indices; got {config.classes}")
-    if config.warmup_epochs > config.epochs:
-        problems.append(f"'warmup_epochs' ({config.warmup_epochs}) is longer than 'epochs' ({config.epochs})")
     if problems:
         raise ConfigError(problems, source)
 

@@ -67,7 +67,7 @@ def _seed(*parts: int) -> int:
 
 def learning_rate(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
     """The learning rate at optimizer step ``step``: linear warm-up, then cosine (or constant)."""
-    warmup = config.warmup_epochs * steps_per_epoch
+    warmup = min(config.warmup_epochs, config.epochs) * steps_per_epoch
     if step < warmup:
         return config.lr * (step + 1) / warmup
     if config.schedule == "constant":
@@ -146,6 +146,8 @@ def run_epoch(model, optimizer, setup: Setup, method_loss: MethodLoss, epoch: in
         result = method_loss.loss(model, inputs)
         optimizer.zero_grad(set_to_none=True)
         result.loss.backward()
+        if config.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimizer.step()
         loss_sum += result.loss.detach().double() * result.count
         correct += result.correct.double()
