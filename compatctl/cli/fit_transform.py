@@ -19,25 +19,50 @@ def fit_transform_cli(
     config: Path | None = typer.Option(None, "--config", help="YAML TransformConfig; key=value overrides win."),
     overrides: list[str] | None = typer.Argument(None, help="key=value overrides, e.g. kind=linear uncertainty=true"),
 ) -> None:
-    """Fit a forward transform (kinds: linear, procrustes, mlp = FCT family; FastFill uncertainty).
+    """Fit a forward transform old (+ side-info) -> new (kinds: auto, linear, procrustes, mlp).
 
-    Example: compatctl fit-transform runs/old-emb runs/new-emb --out runs/h.safetensors kind=mlp uncertainty=true
+    The default `kind=auto` fits ridge (strength chosen from `ridge_grid`), procrustes and an mlp
+    that starts at the best of them, scores each on the validation split (`validation_fraction`)
+    with `eval`'s retrieval metric (`distance=cosine|l2`): top-1 of new-model queries against the
+    transformed rows, tie-broken by mAP; without labels, the share of new rows whose nearest
+    transformed row is their own pair (tie-broken by its mean reciprocal rank). It keeps the best
+    and prints the candidates' table. `uncertainty=true` adds FastFill's head (always an mlp).
+
+    Example: compatctl fit-transform runs/old-emb runs/new-emb --out runs/h.safetensors uncertainty=true
     """
     from compatctl.transform import fit_transform, load_transform_config
 
     cfg = load_transform_config(config, overrides or [])
     with make_progress() as progress:
-        task = progress.add_task(f"fit {cfg.kind}", total=cfg.epochs if cfg.kind == "mlp" else 1, rate="")
+        task = progress.add_task(f"fit {cfg.kind}", total=cfg.epochs if cfg.kind in ("mlp", "auto") else 1, rate="")
         report = fit_transform(old_embeddings, new_embeddings, out, side_info_path=side_info, config=cfg,
                                progress=lambda event: _show(progress, task, event))
         progress.update(task, completed=progress.tasks[0].total)
+    for note in report["notes"]:
+        err_console.print(f"note: {note}")
+    _candidates(report.get("candidates"))
     _summary(report)
 
 
 def _show(progress, task, event: dict) -> None:
     if event.get("event") == "epoch":
-        progress.update(task, completed=event["epoch"],
-                        rate=f"loss {event['loss']:.4f} val {event.get('val_loss', float('nan')):.4f}")
+        scores = " ".join(f"{k} {v:.4f}" for k, v in (event.get("val") or {}).items())
+        progress.update(task, completed=event["epoch"], rate=f"loss {event['loss']:.4f} val {scores}".strip())
+
+
+def _candidates(record: dict | None) -> None:
+    from rich.table import Table
+
+    if not record:
+        return
+    first, second = record["metric"], record["tie_break"]
+    table = Table(title=f"candidates on {record['rows']} {record['split']} pairs ({record['distance']}; "
+                        f"selected by {first}, then {second})")
+    for column in ("candidate", f"val {first}", f"val {second}", "chosen"):
+        table.add_column(column, justify="left" if column == "candidate" else "right")
+    for row in record["table"]:
+        table.add_row(row["candidate"], f"{row[first]:.4f}", f"{row[second]:.4f}", "*" if row["chosen"] else "")
+    console.print(table)
 
 
 def _summary(report: dict) -> None:
@@ -48,7 +73,8 @@ def _summary(report: dict) -> None:
             "train / validation": f"{report['train_rows']} / {report['validation_rows']}",
             "parameters": f"{report['parameters']:,}", "seconds": f"{report['seconds']:.1f}",
             "fingerprint": report["fingerprint"]}
-    rows.update({f"val {k}": f"{v:.4f}" for k, v in report["validation"].items() if k != "rows"})
+    prefix = "val" if report["metrics_split"] == "validation" else "TRAIN (no validation split)"
+    rows.update({f"{prefix} {k}": f"{v:.4f}" for k, v in report["metrics"].items() if k != "rows"})
     for key, value in rows.items():
         table.add_row(key, value)
     console.print(table)

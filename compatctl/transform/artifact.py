@@ -11,7 +11,7 @@ Layouts (tensor names) per kind:
 - ``mlp``: ``old_in.*``, ``side_in.*`` (branches, ReLU), ``merge.*`` (ReLU), ``block{i}.fc1/fc2.*``
   (pre-LayerNorm residual blocks), ``head.*`` (after a final LayerNorm; the weights after a
   LayerNorm have zero column sums, which makes the centering free), ``skip.weight`` (a linear
-  path old -> new), and with uncertainty ``unc.*`` (log-variance from the transformed embedding).
+  path old -> new), with side-info optionally ``side_skip.weight`` (side-info -> new), and with uncertainty ``unc.*`` (log-variance from the transformed embedding).
 """
 
 from __future__ import annotations
@@ -153,6 +153,8 @@ def _mlp_forward(t: dict, old: np.ndarray, side: np.ndarray | None):
         index += 1
     out = _normalized_linear(trunk, t["head.weight"], t["head.bias"])
     out += old @ t["skip.weight"]
+    if side is not None and "side_skip.weight" in t:
+        out += side @ t["side_skip.weight"]
     log_var = (out @ t["unc.weight"] + t["unc.bias"])[:, 0] if "unc.weight" in t else None
     return out, log_var
 

@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 
 from compatctl.errors import BadInputError
-from compatctl.transform.config import TransformConfig
+from compatctl.transform.config import FALLBACK_RIDGE, TransformConfig
 from compatctl.transform.pairs import Pairs
 
 
 def fit_linear(train: Pairs, validation: Pairs, config: TransformConfig, progress=None) -> tuple[dict, dict]:
-    """Ridge least squares [old, side-info] -> new with a bias.
+    """Ridge least squares [old, side-info] -> new with a bias, at strength ``config.ridge``.
 
-    The ridge strength is ``config.ridge`` times the mean eigenvalue of the input covariance,
-    so it does not depend on the embedding scale. Returns (tensors, architecture).
+    (``ridge: null`` here means the fallback strength; choosing it on validation is done by
+    ``compatctl.transform.fit``.) Returns (tensors, architecture).
+    """
+    strength = FALLBACK_RIDGE if config.ridge is None else config.ridge
+    return next(ridge_path(train, [strength]))
+
+
+def ridge_path(train: Pairs, strengths: list[float]) -> Iterator[tuple[dict, dict]]:
+    """Ridge solutions for each relative strength, sharing one covariance.
+
+    The strength is relative to the mean eigenvalue of the input covariance, so it does not
+    depend on the embedding scale. Yields (tensors, {"ridge": strength}) in the order given.
     """
     inputs = train.old if train.side_info is None else np.hstack([train.old, train.side_info])
     inputs = inputs.astype(np.float64)
@@ -21,15 +33,17 @@ def fit_linear(train: Pairs, validation: Pairs, config: TransformConfig, progres
     input_mean, target_mean = inputs.mean(0), targets.mean(0)
     centered = inputs - input_mean
     covariance = centered.T @ centered
-    strength = config.ridge * np.trace(covariance) / len(covariance)
-    covariance[np.diag_indices_from(covariance)] += max(strength, 1e-12)
-    weight = np.linalg.solve(covariance, centered.T @ (targets - target_mean))
-    bias = target_mean - input_mean @ weight
+    cross = centered.T @ (targets - target_mean)
+    mean_eigenvalue = np.trace(covariance) / len(covariance)
     old_dim = train.old.shape[1]
-    tensors = {"old.weight": weight[:old_dim], "bias": bias}
-    if train.side_info is not None:
-        tensors["side.weight"] = weight[old_dim:]
-    return _float32(tensors), {"ridge": config.ridge}
+    for relative in strengths:
+        regularized = covariance.copy()
+        regularized[np.diag_indices_from(regularized)] += max(relative * mean_eigenvalue, 1e-12)
+        weight = np.linalg.solve(regularized, cross)
+        tensors = {"old.weight": weight[:old_dim], "bias": target_mean - input_mean @ weight}
+        if train.side_info is not None:
+            tensors["side.weight"] = weight[old_dim:]
+        yield _float32(tensors), {"ridge": float(relative)}
 
 
 def fit_procrustes(train: Pairs, validation: Pairs, config: TransformConfig, progress=None) -> tuple[dict, dict]:
@@ -52,6 +66,14 @@ def fit_procrustes(train: Pairs, validation: Pairs, config: TransformConfig, pro
     weight = (scale * rotation)[: old.shape[1], : new.shape[1]]
     tensors = {"old.weight": weight, "bias": new_mean - old_mean @ weight}
     return _float32(tensors), {"scale": float(scale), "padded_dim": size}
+
+
+def affine_apply(tensors: dict, old: np.ndarray, side_info: np.ndarray | None = None) -> np.ndarray:
+    """y = old @ W (+ side @ Ws) + b for closed-form tensors (float32)."""
+    out = old.astype(np.float32) @ tensors["old.weight"]
+    if side_info is not None:
+        out += side_info.astype(np.float32) @ tensors["side.weight"]
+    return out + tensors["bias"]
 
 
 def _pad(array: np.ndarray, size: int) -> np.ndarray:

@@ -1,7 +1,12 @@
-"""`fit_transform`: pair old/new (+ side-info) rows by id, fit a transform kind, save it."""
+"""`fit_transform`: pair old/new (+ side-info) rows by id, fit a transform kind, save it.
+
+Every kind is scored on the validation split with `eval`'s retrieval metric (see
+compatctl.transform.select); the scores of what was tried go into ``header["candidates"]``.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -12,19 +17,109 @@ from compatctl.config import to_dict
 from compatctl.errors import BadInputError
 from compatctl.store import save_artifact
 from compatctl.transform.artifact import Transform
-from compatctl.transform.closed_form import fit_linear, fit_procrustes
-from compatctl.transform.config import TransformConfig, check_combination
+from compatctl.transform.closed_form import affine_apply, fit_procrustes, ridge_path
+from compatctl.transform.config import FALLBACK_RIDGE, TransformConfig, check_combination
 from compatctl.transform.pairs import Pairs, pair_by_id, split_validation
+from compatctl.transform.select import Scorer, best_index, candidates_record
 
 
-def _fit_mlp(train, validation, config, progress=None):
+@dataclasses.dataclass
+class Fitted:
+    """A fitter's result: the kind written to the artifact, its tensors, and what was tried."""
+
+    kind: str
+    tensors: dict
+    architecture: dict
+    candidates: list[dict] = dataclasses.field(default_factory=list)  # rows: candidate, kind, scores
+    chosen: int = 0
+
+
+def _closed_form_candidates(train: Pairs, scorer: Scorer | None, config: TransformConfig,
+                            with_procrustes: bool) -> list[tuple[dict, dict, dict]]:
+    """(row, tensors, architecture) for the ridge strengths (grid when ``ridge`` is null and there
+    is a validation split) and, when asked and possible, procrustes."""
+    if config.ridge is not None:
+        strengths = [config.ridge]
+    else:
+        strengths = config.ridge_grid if scorer is not None else [FALLBACK_RIDGE]
+    found = []
+    for tensors, architecture in ridge_path(train, strengths):
+        found.append(({"candidate": f"linear ridge={architecture['ridge']:g}", "kind": "linear"},
+                      tensors, architecture))
+    if with_procrustes and train.side_info is None:
+        tensors, architecture = fit_procrustes(train, train, config)
+        found.append(({"candidate": "procrustes", "kind": "procrustes"}, tensors, architecture))
+    if scorer is not None:
+        for row, tensors, _ in found:
+            row.update(scorer.score(affine_apply(tensors, scorer.pairs.old, scorer.pairs.side_info)))
+    return found
+
+
+def _best(found: list, scorer: Scorer | None) -> int:
+    return best_index(scorer, [row for row, _, _ in found]) if scorer is not None else 0
+
+
+def _fit_closed(train, scorer, config, progress=None, *, with_procrustes: bool) -> Fitted:
+    found = _closed_form_candidates(train, scorer, config, with_procrustes)
+    chosen = _best(found, scorer)
+    row, tensors, architecture = found[chosen]
+    return Fitted(row["kind"], tensors, architecture, [r for r, _, _ in found], chosen)
+
+
+def fit_linear_kind(train, scorer, config, progress=None) -> Fitted:
+    """Ridge; with ``ridge: null`` its strength is the grid's best on validation."""
+    return _fit_closed(train, scorer, config, with_procrustes=False)
+
+
+def fit_procrustes_kind(train, scorer, config, progress=None) -> Fitted:
+    """Orthogonal Procrustes (one candidate)."""
+    tensors, architecture = fit_procrustes(train, train, config)
+    row = {"candidate": "procrustes", "kind": "procrustes"}
+    if scorer is not None:
+        row.update(scorer.score(affine_apply(tensors, scorer.pairs.old)))
+    return Fitted("procrustes", tensors, architecture, [row])
+
+
+def _mlp_on(base: Fitted, train, scorer, config, progress) -> tuple[dict, dict, dict]:
+    """The mlp residual on top of ``base`` (a closed form): (row, tensors, architecture)."""
     from compatctl.transform.mlp_fit import fit_mlp  # torch is imported only when an mlp is trained
 
-    return fit_mlp(train, validation, config, progress)
+    tensors, architecture, scores = fit_mlp(train, config, base.tensors, scorer, progress)
+    base_row = base.candidates[base.chosen]
+    architecture["base"] = base_row["candidate"]
+    row = {"candidate": f"mlp on {base_row['candidate']} (epoch {architecture['best_epoch']}/"
+                        f"{architecture['epochs_run']})", "kind": "mlp"}
+    if scores is not None:  # epoch 0 is the closed form itself: reuse its numpy score exactly
+        row.update({k: base_row[k] for k in scores} if architecture["best_epoch"] == 0 else scores)
+    return row, tensors, architecture
 
 
-# kind -> fitter(train: Pairs, validation: Pairs, config, progress) -> (numpy tensors, architecture)
-FITTERS: dict[str, Callable] = {"linear": fit_linear, "procrustes": fit_procrustes, "mlp": _fit_mlp}
+def fit_mlp_kind(train, scorer, config, progress=None) -> Fitted:
+    """The mlp as a residual on the ridge map (strength chosen on validation when ``ridge`` is null)."""
+    base = _fit_closed(train, scorer, config, with_procrustes=False)
+    row, tensors, architecture = _mlp_on(base, train, scorer, config, progress)
+    return Fitted("mlp", tensors, architecture, base.candidates + [row], len(base.candidates))
+
+
+def fit_auto(train, scorer, config, progress=None) -> Fitted:
+    """Every closed form, then the mlp on top of the best; keep the best on validation.
+
+    The mlp starts at (and can stop at) the best closed form, so the result's validation score
+    is never below the best closed form's. With ``uncertainty`` the mlp is returned (it carries
+    the head) even when the closed form ties it.
+    """
+    base = _fit_closed(train, scorer, config, with_procrustes=True)
+    row, tensors, architecture = _mlp_on(base, train, scorer, config, progress)
+    candidates = base.candidates + [row]
+    mlp_wins = config.uncertainty or scorer.key(row) > scorer.key(base.candidates[base.chosen])
+    if mlp_wins:
+        return Fitted("mlp", tensors, architecture, candidates, len(candidates) - 1)
+    return dataclasses.replace(base, candidates=candidates)
+
+
+# kind -> fitter(train: Pairs, scorer: Scorer | None, config, progress) -> Fitted
+FITTERS: dict[str, Callable] = {"auto": fit_auto, "linear": fit_linear_kind, "procrustes": fit_procrustes_kind,
+                                "mlp": fit_mlp_kind}
 
 
 def fit_transform(old_path, new_path, out, *, side_info_path=None, config: TransformConfig | None = None,
@@ -37,60 +132,73 @@ def fit_transform(old_path, new_path, out, *, side_info_path=None, config: Trans
         side_info_path: optional side-info embeddings covering every id of the old set.
         config: a TransformConfig (defaults when None).
         progress: optional callable receiving event dicts ({"event": "epoch", "epoch", "epochs",
-            "loss", "val_loss"} during mlp training).
-    Returns a report: matched rows, validation metrics, seconds, parameter count, fingerprint.
+            "loss", "val"} during mlp training; "val" holds the epoch's validation scores).
+    Returns a report: matched rows, the kind chosen, the candidates' scores, metrics on the
+    validation split (``metrics_split`` says "train" when validation_fraction is 0), seconds,
+    parameter count, fingerprint, notes.
     Raises BadInputError / ConfigError for unusable inputs or settings.
     """
     config = config or TransformConfig()
     check_combination(config)
     started = time.perf_counter()
     sources = pair_by_id(old_path, new_path, side_info_path, min_matched=config.min_matched)
-    config = _resolve_labels(config, sources.pairs, new_path)
+    config, notes = _resolve_labels(config, sources.pairs, new_path)
     train_index, val_index = split_validation(len(sources.pairs), config.validation_fraction, config.seed)
     train, validation = sources.pairs.take(train_index), sources.pairs.take(val_index)
-    tensors, architecture = FITTERS[config.kind](train, validation, config, progress)
-    header = _header(sources, config, architecture)
-    transform = Transform(header, tensors, str(out))
-    header["validation"] = validation_metrics(transform, validation if len(validation) else train, config)
-    header["validation"]["rows"] = int(len(validation))
-    fingerprint = save_artifact(Path(out), tensors, "transform", header)
-    return {"out": str(out), "kind": config.kind, "fingerprint": fingerprint, "matched": len(sources.pairs),
-            "old_rows": sources.old_rows, "new_rows": sources.new_rows, "train_rows": len(train),
-            "validation_rows": len(validation), "validation": header["validation"],
-            "parameters": transform.parameter_count(), "architecture": architecture,
+    scorer = Scorer.build(validation, config.distance, config.max_validation_rows, config.seed) \
+        if len(validation) > 1 else None
+    fitted = FITTERS[config.kind](train, scorer, config, progress)
+    header = _header(sources, config, fitted, scorer)
+    transform = Transform(header, fitted.tensors, str(out))
+    split = "validation" if scorer is not None else "train"
+    metrics = validation_metrics(transform, validation if scorer is not None else train, config)
+    metrics["rows"] = int(len(validation) if scorer is not None else len(train))
+    header["validation" if scorer is not None else "train_metrics"] = metrics
+    fingerprint = save_artifact(Path(out), fitted.tensors, "transform", header)
+    return {"out": str(out), "kind": fitted.kind, "requested_kind": config.kind, "fingerprint": fingerprint,
+            "matched": len(sources.pairs), "old_rows": sources.old_rows, "new_rows": sources.new_rows,
+            "train_rows": len(train), "validation_rows": len(validation), "metrics_split": split,
+            "metrics": metrics, "validation": metrics if scorer is not None else None,
+            "candidates": header.get("candidates"), "parameters": transform.parameter_count(),
+            "architecture": fitted.architecture, "notes": notes,
             "seconds": round(time.perf_counter() - started, 3)}
 
 
-def _resolve_labels(config: TransformConfig, pairs: Pairs, new_path) -> TransformConfig:
-    """Fill the automatic discriminative weight; refuse a label-needing config without labels."""
-    import dataclasses
-
+def _resolve_labels(config: TransformConfig, pairs: Pairs, new_path) -> tuple[TransformConfig, list[str]]:
+    """Read ``discriminative_weight: null`` (the old automatic default) as 0; refuse a
+    label-needing config without labels. Returns (config, notes for the user)."""
+    notes = []
     if config.discriminative_weight is None:
-        weight = 1.0 if (pairs.labels is not None and config.kind == "mlp") else 0.0
-        return dataclasses.replace(config, discriminative_weight=weight)
+        notes.append("discriminative_weight: null is read as 0 (the class-mean term is now opt-in; "
+                     "set discriminative_weight=1 for the former behaviour with labels)")
+        config = dataclasses.replace(config, discriminative_weight=0.0)
     if config.discriminative_weight > 0 and pairs.labels is None:
         raise BadInputError(f"discriminative_weight={config.discriminative_weight} needs class labels but "
                             f"{new_path} and the old set have none; set discriminative_weight=0 or pass "
                             "embeddings with labels")
-    return config
+    return config, notes
 
 
-def _header(sources, config: TransformConfig, architecture: dict) -> dict:
+def _header(sources, config: TransformConfig, fitted: Fitted, scorer: Scorer | None) -> dict:
     pairs = sources.pairs
-    return {"transform_kind": config.kind, "old_dim": int(pairs.old.shape[1]), "new_dim": int(pairs.new.shape[1]),
-            "side_info_dim": 0 if pairs.side_info is None else int(pairs.side_info.shape[1]),
-            "uncertainty": bool(config.uncertainty), "old_fingerprint": sources.old_fingerprint,
-            "new_fingerprint": sources.new_fingerprint, "side_info_fingerprint": sources.side_info_fingerprint,
-            "architecture": architecture, "config": to_dict(config), "matched": int(len(pairs)),
-            "has_labels": pairs.labels is not None}
+    header = {"transform_kind": fitted.kind, "old_dim": int(pairs.old.shape[1]), "new_dim": int(pairs.new.shape[1]),
+              "side_info_dim": 0 if pairs.side_info is None else int(pairs.side_info.shape[1]),
+              "uncertainty": bool(config.uncertainty and fitted.kind == "mlp"),
+              "old_fingerprint": sources.old_fingerprint, "new_fingerprint": sources.new_fingerprint,
+              "side_info_fingerprint": sources.side_info_fingerprint, "architecture": fitted.architecture,
+              "config": to_dict(config), "matched": int(len(pairs)), "has_labels": pairs.labels is not None}
+    if scorer is not None:
+        header["candidates"] = candidates_record(scorer, fitted.candidates, fitted.chosen)
+    return header
 
 
 def validation_metrics(transform: Transform, pairs: Pairs, config: TransformConfig) -> dict:
-    """Alignment of transform(old) with new on ``pairs``: relative MSE, cosine, retrieval top-1.
+    """Alignment of transform(old) with new on ``pairs``: relative MSE, cosine, retrieval scores.
 
-    ``rel_mse`` = mean ‖h − y‖² / mean ‖y − ȳ‖² (0 is perfect, 1 is predicting the mean);
-    ``top1`` (with labels) = new queries against the transformed rows, leave-one-out, over at
-    most ``config.max_validation_rows`` rows.
+    ``rel_mse`` = mean ‖h − y‖² / mean ‖y − ȳ‖² (0 is perfect, 1 is predicting the mean); the
+    retrieval scores are the selection metric and tie-break of compatctl.transform.select
+    (``top1``/``map`` with labels, ``pair_top1``/``pair_mrr`` without) with ``config.distance``,
+    over at most ``config.max_validation_rows`` rows.
     """
     mapped, log_var = transform.apply(pairs.old, pairs.side_info)
     target = pairs.new.astype(np.float64)
@@ -99,10 +207,10 @@ def validation_metrics(transform: Transform, pairs: Pairs, config: TransformConf
     cosine = _cosine(mapped, target)
     metrics = {"rel_mse": float(error.mean() / max(spread, 1e-30)), "cosine": float(cosine.mean())}
     metrics["loss"] = metrics["rel_mse"] if config.loss == "mse" else 1.0 - metrics["cosine"]
-    if pairs.labels is not None and len(pairs) > 1:
-        rows = slice(0, config.max_validation_rows)
-        metrics["top1"] = leave_one_out_top1(pairs.new[rows], mapped[rows], pairs.labels[rows],
-                                             "l2" if config.loss == "mse" else "cosine")
+    if len(pairs) > 1:
+        scorer = Scorer.build(pairs, config.distance, config.max_validation_rows, config.seed)
+        index = np.searchsorted(pairs.ids, scorer.pairs.ids)
+        metrics.update(scorer.score(mapped[index]))
     if log_var is not None and len(pairs) > 2:
         metrics["uncertainty_error_corr"] = float(np.corrcoef(log_var, np.log(error + 1e-12))[0, 1])
     return metrics

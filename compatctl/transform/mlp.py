@@ -8,13 +8,16 @@ Architecture, why each piece:
 - a ``merge`` layer into a trunk of ``blocks`` pre-LayerNorm residual blocks (LayerNorm, not
   BatchNorm: its affine folds into the next linear layer, so numpy apply needs no running stats
   and train/eval behave the same);
-- ``head`` after a final LayerNorm, plus a linear ``skip`` old -> new initialised with the ridge
-  solution: training starts at the linear baseline and the MLP learns the nonlinear residual;
+- ``head`` after a final LayerNorm, plus linear ``skip`` paths old -> new (and side-info -> new)
+  initialised with a closed-form solution (the head starts at zero, its bias at the closed
+  form's offset): epoch 0 *is* that closed form and the MLP learns the nonlinear residual;
 - with ``uncertainty``: FastFill's linear head on the transformed embedding giving log-variance s.
 
 Losses per row i (targets in a globally scaled space, so ``mse`` is the relative squared error):
-L_i = align_i + w_disc · CE(cos(h_i, class means of new)/T, y_i) and, with uncertainty,
-total = mean(0.5·exp(−s_i)·L_i + μ_unc·s_i); else mean(L_i).
+L_i = align_i + w_disc · CE(cos(h_i, class means of new)/T, y_i)
+      + w_con · CE_j(cos(h_i, new_j)/T_con, i)                    (in-batch InfoNCE)
+      + w_struct · mean_j (cos(new_i, h_j) − cos(new_i, new_j))²   (in-batch similarity structure)
+and, with uncertainty, total = mean(0.5·exp(−s_i)·L_i + μ_unc·s_i); else mean(L_i).
 """
 
 from __future__ import annotations
@@ -25,7 +28,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from compatctl.transform.closed_form import fit_linear
 from compatctl.transform.config import TransformConfig
 from compatctl.transform.pairs import Pairs
 
@@ -44,6 +46,7 @@ class ForwardTransformNet(nn.Module):
         self.norm = nn.LayerNorm(width)
         self.head = nn.Linear(width, new_dim)
         self.skip = nn.Linear(old_dim, new_dim, bias=False)
+        self.side_skip = nn.Linear(side_info_dim, new_dim, bias=False) if side_info_dim else None
         self.unc = nn.Linear(new_dim, 1) if config.uncertainty else None
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
@@ -64,6 +67,8 @@ class ForwardTransformNet(nn.Module):
         for block in self.blocks:
             trunk = trunk + block["fc2"](F.relu(block["fc1"](block["norm"](trunk))))
         out = self.head(self.norm(trunk)) + self.skip(x)
+        if self.side_skip is not None:
+            out = out + self.side_skip((side_info - self.side_mean) / self.side_scale)
         return out, (self.unc(out)[:, 0] if self.unc is not None else None)
 
     def forward_raw(self, old, side_info=None):
@@ -93,6 +98,10 @@ def export_numpy(net: ForwardTransformNet) -> dict[str, np.ndarray]:
     tensors["head.weight"] = head_weight * out_scale
     tensors["head.bias"] = (head_bias - mean @ skip) * out_scale + out_mean
     tensors["skip.weight"] = skip * out_scale
+    if net.side_skip is not None:
+        side_skip = g(net.side_skip.weight).T / side_scale[:, None]
+        tensors["head.bias"] -= (side_mean @ side_skip) * out_scale
+        tensors["side_skip.weight"] = side_skip * out_scale
     if net.unc is not None:
         unc = g(net.unc.weight).T
         tensors["unc.weight"] = unc / out_scale
@@ -107,20 +116,30 @@ def _fold_norm(norm: nn.LayerNorm, linear: nn.Linear, g) -> tuple[np.ndarray, np
     return folded - folded.mean(axis=0, keepdims=True), g(norm.bias) @ weight + g(linear.bias)
 
 
-def build_net(train: Pairs, config: TransformConfig) -> ForwardTransformNet:
-    """A net with standardization from ``train`` and the skip path set to the ridge solution."""
+def build_net(train: Pairs, config: TransformConfig, base: dict[str, np.ndarray]) -> ForwardTransformNet:
+    """A net standardized on ``train`` whose output equals the closed form ``base`` exactly.
+
+    ``base`` holds closed-form tensors (``old.weight`` [old, new], ``bias``, optional
+    ``side.weight``): they become the skip paths in standardized coordinates, their offset the
+    head's bias; the head's weights are zero, so epoch 0 reproduces the closed form.
+    """
     side_dim = 0 if train.side_info is None else train.side_info.shape[1]
     net = ForwardTransformNet(train.old.shape[1], train.new.shape[1], side_dim, config)
+    new_mean = train.new.astype(np.float64).mean(0)
+    new_scale = float(np.sqrt(((train.new - new_mean) ** 2).mean())) + 1e-12
+    offset = base["bias"].astype(np.float64) - new_mean
     with torch.no_grad():
-        for name, data in (("old", train.old), ("side", train.side_info)):
-            if data is not None:
-                getattr(net, f"{name}_mean").copy_(torch.from_numpy(data.mean(0)))
-                getattr(net, f"{name}_scale").copy_(torch.from_numpy(data.std(0) + 1e-6))
-        new_mean = train.new.mean(0)
+        for name, data, weight in (("old", train.old, "old.weight"), ("side", train.side_info, "side.weight")):
+            if data is None:
+                continue
+            mean, scale = data.astype(np.float64).mean(0), data.astype(np.float64).std(0) + 1e-6
+            getattr(net, f"{name}_mean").copy_(torch.from_numpy(mean))
+            getattr(net, f"{name}_scale").copy_(torch.from_numpy(scale))
+            closed = base[weight].astype(np.float64)
+            skip = net.skip if name == "old" else net.side_skip
+            skip.weight.copy_(torch.from_numpy((scale[:, None] * closed / new_scale).T))
+            offset = offset + mean @ closed
         net.new_mean.copy_(torch.from_numpy(new_mean))
-        net.new_scale.fill_(float(np.sqrt(((train.new - new_mean) ** 2).mean())) + 1e-12)
-        standardized = Pairs((train.old - train.old.mean(0)) / (train.old.std(0) + 1e-6),
-                             (train.new - new_mean) / float(net.new_scale), train.ids)
-        ridge, _ = fit_linear(standardized, standardized, config)
-        net.skip.weight.copy_(torch.from_numpy(ridge["old.weight"].T))
+        net.new_scale.fill_(new_scale)
+        net.head.bias.copy_(torch.from_numpy(offset / new_scale))
     return net

@@ -1,4 +1,5 @@
-"""Training loop of the ``mlp`` transform: AdamW, warm-up + cosine schedule, early stopping."""
+"""Training loop of the ``mlp`` transform: AdamW, warm-up + cosine schedule, early stopping on the
+validation retrieval metric (compatctl.transform.select)."""
 
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ from torch.nn import functional as F
 from compatctl.transform.config import TransformConfig
 from compatctl.transform.mlp import ForwardTransformNet, build_net, export_numpy
 from compatctl.transform.pairs import Pairs
+from compatctl.transform.select import Scorer
 
 
 class Objective:
-    """Per-row loss L_i (alignment + discriminative) and the FastFill total."""
+    """Per-row loss L_i (alignment + optional discriminative / contrastive / structure terms) and
+    the FastFill total. The in-batch terms compare row i with the other rows of its batch."""
 
     def __init__(self, net: ForwardTransformNet, train: Pairs, config: TransformConfig):
         self.net, self.config = net, config
@@ -24,22 +27,33 @@ class Objective:
             classes = np.unique(train.labels)
             self.label_index = {int(c): i for i, c in enumerate(classes)}
             means = np.stack([train.new[train.labels == c].mean(0) for c in classes])
-            self.class_means = F.normalize(torch.from_numpy(means), dim=1)
+            self.class_means = F.normalize(torch.from_numpy(means).float(), dim=1)
+
+    def raw(self, t: torch.Tensor) -> torch.Tensor:
+        return t * self.net.new_scale + self.net.new_mean
 
     def alignment(self, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Per-row alignment: squared error in the scaled space, or 1 − cosine in the raw space."""
         if self.config.loss == "mse":
             return ((out - target) ** 2).mean(1)
-        raw = lambda t: t * self.net.new_scale + self.net.new_mean  # noqa: E731
-        return 1.0 - F.cosine_similarity(raw(out), raw(target), dim=1)
+        return 1.0 - F.cosine_similarity(self.raw(out), self.raw(target), dim=1)
 
     def per_row(self, out, target, labels) -> torch.Tensor:
+        config = self.config
         loss = self.alignment(out, target)
         if self.class_means is not None:
-            raw = out * self.net.new_scale + self.net.new_mean
-            logits = F.normalize(raw, dim=1) @ self.class_means.T / self.config.disc_temperature
-            loss = loss + self.config.discriminative_weight * F.cross_entropy(
-                logits, labels, reduction="none", label_smoothing=self.config.label_smoothing)
+            logits = F.normalize(self.raw(out), dim=1) @ self.class_means.T / config.disc_temperature
+            loss = loss + config.discriminative_weight * F.cross_entropy(
+                logits, labels, reduction="none", label_smoothing=config.label_smoothing)
+        if config.contrastive_weight or config.structure_weight:
+            mapped, new = F.normalize(self.raw(out), dim=1), F.normalize(self.raw(target), dim=1)
+            if config.contrastive_weight:  # InfoNCE: h(old_i) should be nearer new_i than any other new_j
+                logits = mapped @ new.T / config.contrastive_temperature
+                own = torch.arange(len(out))
+                loss = loss + config.contrastive_weight * F.cross_entropy(logits, own, reduction="none")
+            if config.structure_weight:  # new_i should see the h(old_j) as it sees the new_j
+                gap = new @ mapped.T - new @ new.T
+                loss = loss + config.structure_weight * (gap ** 2).mean(1)
         return loss
 
     def total(self, per_row: torch.Tensor, log_var: torch.Tensor | None) -> torch.Tensor:
@@ -48,40 +62,74 @@ class Objective:
         return (0.5 * torch.exp(-log_var) * per_row + self.config.mu_unc * log_var).mean()
 
 
-def fit_mlp(train: Pairs, validation: Pairs, config: TransformConfig, progress=None) -> tuple[dict, dict]:
-    """Train the FCT-family transform on ``train``; keep the epoch best on ``validation``.
+def fit_mlp(train: Pairs, config: TransformConfig, base: dict, scorer: Scorer | None = None,
+            progress=None) -> tuple[dict, dict, dict | None]:
+    """Train the FCT-family transform on ``train`` as a residual on the closed form ``base``.
 
-    Returns (numpy tensors for Transform.apply, architecture dict incl. epochs run and best epoch).
+    Epoch 0 is ``base`` itself. With a ``scorer`` (validation pairs) every epoch is scored with
+    the retrieval metric and the best epoch is kept, so the closed form wins when the mlp does
+    not beat it; training stops after ``patience`` epochs without a better score. Without a
+    scorer all epochs run and the last one is kept.
+    Returns (numpy tensors for Transform.apply, architecture incl. epochs run and best epoch,
+    the best epoch's validation scores or None).
     """
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
-    net = build_net(train, config)
+    net = build_net(train, config, base)
     objective = Objective(net, train, config)
     data = _tensors(net, train, objective)
-    val_data = _tensors(net, validation, objective) if len(validation) else None
     optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    steps_per_epoch = max(1, math.ceil(len(train) / config.batch_size))
-    schedule = _schedule(optimizer, config, steps_per_epoch)
+    schedule = _schedule(optimizer, config, max(1, math.ceil(len(train) / config.batch_size)))
     generator = torch.Generator().manual_seed(config.seed)
-    start_loss = _validation_loss(net, objective, val_data) if val_data else math.inf
-    best = (start_loss, 0, copy.deepcopy(net.state_dict()))  # epoch 0 = the ridge solution
+    scores = _score(net, scorer)
+    best = (scores, 0, copy.deepcopy(net.state_dict()))  # epoch 0 = the closed form
     epoch = 0
     for epoch in range(1, config.epochs + 1):
         train_loss = _train_epoch(net, objective, data, optimizer, schedule, config, generator)
-        val_loss = _validation_loss(net, objective, val_data) if val_data else train_loss
-        if val_loss < best[0]:
-            best = (val_loss, epoch, copy.deepcopy(net.state_dict()))
+        scores = _score(net, scorer)
+        if scorer is None or scorer.key(scores) > scorer.key(best[0]):
+            best = (scores, epoch, copy.deepcopy(net.state_dict()))
         if progress:
             progress({"event": "epoch", "epoch": epoch, "epochs": config.epochs, "loss": train_loss,
-                      "val_loss": val_loss, "best_epoch": best[1]})
-        if epoch - best[1] >= config.patience:
+                      "val": scores, "best_epoch": best[1]})
+        if scorer is not None and epoch - best[1] >= config.patience:
             break
     net.load_state_dict(best[2])
+    if config.uncertainty and best[1] == 0:
+        _fit_uncertainty_head(net, objective, data, config, generator)
     architecture = {"branch_width": config.branch_width, "width": config.width, "blocks": config.blocks,
-                    "norm": "layernorm", "skip": "linear", "epochs_run": epoch, "best_epoch": best[1],
-                    "best_val_loss": best[0]}
-    return export_numpy(net), architecture
+                    "norm": "layernorm", "skip": "closed form", "epochs_run": epoch, "best_epoch": best[1],
+                    "best_val": best[0]}
+    return export_numpy(net), architecture, best[0]
+
+
+@torch.no_grad()
+def _score(net, scorer: Scorer | None, batch_rows: int = 8192) -> dict | None:
+    """Validation retrieval scores of the net's current mapping (None without a scorer)."""
+    if scorer is None:
+        return None
+    net.eval()
+    pairs, outputs = scorer.pairs, []
+    for start in range(0, len(pairs), batch_rows):
+        rows = slice(start, start + batch_rows)
+        side = None if pairs.side_info is None else torch.from_numpy(np.ascontiguousarray(pairs.side_info[rows]))
+        outputs.append(net.forward_raw(torch.from_numpy(np.ascontiguousarray(pairs.old[rows])), side)[0].numpy())
+    return scorer.score(np.concatenate(outputs))
+
+
+def _fit_uncertainty_head(net, objective, data, config: TransformConfig, generator) -> None:
+    """When the closed form (epoch 0) wins, train only the uncertainty head on the frozen map (a
+    small linear problem: 10x the lr, which the joint training would not stand)."""
+    for parameter in net.parameters():
+        parameter.requires_grad_(False)
+    net.unc.reset_parameters()
+    for parameter in net.unc.parameters():
+        parameter.requires_grad_(True)
+    optimizer = torch.optim.AdamW(net.unc.parameters(), lr=10 * config.lr, weight_decay=config.weight_decay)
+    schedule = _schedule(optimizer, config, max(1, math.ceil(len(data["old"]) / config.batch_size)))
+    for _ in range(config.epochs):
+        _train_epoch(net, objective, data, optimizer, schedule, config, generator)
 
 
 def _tensors(net, pairs: Pairs, objective: Objective) -> dict:
@@ -127,17 +175,3 @@ def _train_epoch(net, objective, data, optimizer, schedule, config: TransformCon
         total += float(loss.detach()) * len(batch["old"])
         rows += len(batch["old"])
     return total / rows
-
-
-@torch.no_grad()
-def _validation_loss(net, objective, data, batch_rows: int = 8192) -> float:
-    """The model-selection metric: the training objective (alignment, discriminative term and,
-    with uncertainty, FastFill's weighting) on the validation rows, without input noise."""
-    net.eval()
-    total = 0.0
-    for start in range(0, len(data["old"]), batch_rows):
-        rows = slice(start, start + batch_rows)
-        out, log_var = net(data["old"][rows], None if data["side"] is None else data["side"][rows])
-        labels = None if data["labels"] is None else data["labels"][rows]
-        total += float(objective.total(objective.per_row(out, data["target"][rows], labels), log_var)) * len(out)
-    return total / len(data["old"])
