@@ -1,5 +1,9 @@
 """Tensor-side image transforms: uint8 NHWC -> NCHW, train augmentation, normalization.
 
+Train augmentation is chosen by the config key ``augment`` (:data:`AUGMENTATIONS`): ``crop``
+(the default: random shifts, safe for digits and text in images), ``crop_flip`` (also random
+left-right mirroring, for natural photos) or ``none``.
+
 Normalization statistics are computed on the training images once and stored in the model's
 metadata, so ``embed`` reproduces exactly the preprocessing the model was trained with.
 """
@@ -12,6 +16,8 @@ import dataclasses
 
 import numpy as np
 import torch
+
+from compatctl.errors import BadInputError
 
 PAD = 4  # random-crop padding in pixels (the standard CIFAR augmentation)
 
@@ -54,23 +60,44 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous()
 
 
-def augment(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Random crop (4-pixel zero padding) and horizontal flip of a uint8 NCHW batch.
-
-    Vectorised over the batch (one gather); the same generator state gives the same output.
-    The random draws come from ``generator`` on the CPU, then move to the batch's device.
-    """
+def _shifted_windows(batch: torch.Tensor, generator: torch.Generator, flip: bool) -> torch.Tensor:
+    """Random ``PAD``-pixel shift (zero padding) of each image, mirrored left-right at random if ``flip``."""
     size, channels, height, width = batch.shape
     padded = torch.nn.functional.pad(batch, (PAD, PAD, PAD, PAD))
     offsets = torch.randint(0, 2 * PAD + 1, (2, size), generator=generator)
-    flip = torch.rand(size, generator=generator) < 0.5
     rows = offsets[0][:, None] + torch.arange(height)
     cols = offsets[1][:, None] + torch.arange(width)
-    cols = torch.where(flip[:, None], cols.flip(1), cols)
+    if flip:  # drawn after the offsets, so crop_flip repeats the augmentation of earlier releases
+        mirrored = torch.rand(size, generator=generator) < 0.5
+        cols = torch.where(mirrored[:, None], cols.flip(1), cols)
     rows, cols = rows.to(batch.device), cols.to(batch.device)
     index_n = torch.arange(size, device=batch.device)[:, None, None, None]
     index_c = torch.arange(channels, device=batch.device)[None, :, None, None]
     return padded[index_n, index_c, rows[:, None, :, None], cols[:, None, None, :]]
+
+
+# The train-time augmentations, by the name of the config key ``augment``. Flips suit natural
+# photos (CIFAR-10) but turn digits and text into other symbols, so the default only shifts.
+AUGMENTATIONS: dict[str, Callable[[torch.Tensor, torch.Generator], torch.Tensor]] = {
+    "crop": lambda batch, generator: _shifted_windows(batch, generator, flip=False),
+    "crop_flip": lambda batch, generator: _shifted_windows(batch, generator, flip=True),
+    "none": lambda batch, generator: batch,
+}
+DEFAULT_AUGMENTATION = "crop"
+
+
+def augment(batch: torch.Tensor, generator: torch.Generator, mode: str = DEFAULT_AUGMENTATION) -> torch.Tensor:
+    """Augment a uint8 NCHW batch as ``mode`` says (a key of :data:`AUGMENTATIONS`).
+
+    ``crop``: a random crop of the image padded by 4 zero pixels (a shift by up to 4 pixels);
+    ``crop_flip``: the same, and half the images mirrored left-right; ``none``: unchanged.
+    Vectorised over the batch (one gather); the same generator state gives the same output.
+    The random draws come from ``generator`` on the CPU, then move to the batch's device.
+    Raises BadInputError for an unknown ``mode``.
+    """
+    if mode not in AUGMENTATIONS:
+        raise BadInputError(f"augment={mode!r} is not an augmentation; use one of {', '.join(AUGMENTATIONS)}")
+    return AUGMENTATIONS[mode](batch, generator)
 
 
 def standardizer(norm: Normalization | None, device) -> Callable[[torch.Tensor], torch.Tensor]:

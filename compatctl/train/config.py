@@ -19,6 +19,9 @@ from compatctl.errors import ConfigError
 METHOD_NAMES = ("independent", "l2", "bct", "bt2", "contrastive")
 # Methods whose loss needs the old model (--old).
 NEEDS_OLD_MODEL = ("l2", "bct", "bt2")
+# Train-time augmentations: compatctl.data.transforms.AUGMENTATIONS holds one entry for each
+# (a test keeps the two in step).
+AUGMENT_NAMES = ("crop", "crop_flip", "none")
 # Keys that may change between a run and its --resume without changing the result's meaning.
 RUNTIME_KEYS = ("device", "num_workers")
 
@@ -90,6 +93,11 @@ class TrainConfig:
                                                       "'epochs'); large steps on a fresh model are what diverged")
     grad_clip: float = option(5.0, min=0.0, help="largest global gradient norm per step (0: no clipping)")
     label_smoothing: float = option(0.0, min=0.0, max=0.99)
+    augment: str = option("crop", choices=AUGMENT_NAMES,
+                          help="train-time augmentation: 'crop' (random shift by up to 4 pixels with zero "
+                               "padding; safe for digits and text in images), 'crop_flip' (also mirrors half "
+                               "the images left-right: natural photos such as CIFAR-10), 'none'; the "
+                               "contrastive method makes its own views and ignores it")
     device: str = option("auto", choices=("auto", "cpu", "cuda"))
     num_workers: int = option(0, min=0, max=64, help="threads that prepare the next batches (0: inline)")
     l2: L2Config = option(default_factory=L2Config)

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
-from compatctl.data.transforms import Normalization, augment, compute_normalization, normalize, to_tensor
+from compatctl.data.transforms import (AUGMENTATIONS, Normalization, augment, compute_normalization, normalize,
+                                       to_tensor)
+from compatctl.errors import BadInputError
+from compatctl.train.config import AUGMENT_NAMES, TrainConfig
 
 
 def test_normalization_matches_numpy_and_round_trips():
@@ -27,9 +31,9 @@ def test_to_tensor_layout():
 
 def test_augment_deterministic_and_crop_flip():
     batch = to_tensor(np.random.default_rng(1).integers(1, 256, (64, 8, 8, 3), dtype=np.uint8))
-    first = augment(batch, torch.Generator().manual_seed(5))
-    again = augment(batch, torch.Generator().manual_seed(5))
-    other = augment(batch, torch.Generator().manual_seed(6))
+    first = augment(batch, torch.Generator().manual_seed(5), "crop_flip")
+    again = augment(batch, torch.Generator().manual_seed(5), "crop_flip")
+    other = augment(batch, torch.Generator().manual_seed(6), "crop_flip")
     assert first.shape == batch.shape and first.dtype == torch.uint8
     assert torch.equal(first, again) and not torch.equal(first, other)
     # each output is a (possibly flipped) shifted window of the zero-padded input
@@ -40,3 +44,40 @@ def test_augment_deterministic_and_crop_flip():
         assert any(torch.equal(first[n], w) for w in windows)
     # some images get zero padding and some get flipped
     assert (first == 0).any()
+
+
+def _column_ramps(count: int, size: int = 8) -> torch.Tensor:
+    """Images whose pixel values rise from left to right (10, 20, ...): left-right asymmetric."""
+    ramp = torch.arange(1, size + 1, dtype=torch.uint8) * 10
+    return ramp.view(1, 1, 1, size).expand(count, 3, size, size).contiguous()
+
+
+def _mirrored(images: torch.Tensor) -> torch.Tensor:
+    """Per image: do its non-zero (not padding) values fall from left to right?"""
+    row = images[:, 0, images.shape[2] // 2].float()
+    return torch.stack([(r[r > 0].diff() < 0).any() for r in row])
+
+
+def test_crop_shifts_but_never_mirrors():
+    batch = _column_ramps(64)
+    cropped = augment(batch, torch.Generator().manual_seed(3), "crop")
+    assert cropped.shape == batch.shape and cropped.dtype == torch.uint8
+    assert not _mirrored(cropped).any()
+    assert not torch.equal(cropped, batch) and (cropped == 0).any()  # shifted, zero padding shows
+    assert torch.equal(cropped, augment(batch, torch.Generator().manual_seed(3)))  # crop is the default
+    flipped = _mirrored(augment(batch, torch.Generator().manual_seed(3), "crop_flip"))
+    assert 0 < int(flipped.sum()) < 64
+
+
+def test_crop_is_deterministic_and_none_is_identity():
+    batch = to_tensor(np.random.default_rng(2).integers(1, 256, (16, 8, 8, 1), dtype=np.uint8))
+    first = augment(batch, torch.Generator().manual_seed(7), "crop")
+    assert torch.equal(first, augment(batch, torch.Generator().manual_seed(7), "crop"))
+    assert not torch.equal(first, augment(batch, torch.Generator().manual_seed(8), "crop"))
+    assert torch.equal(augment(batch, torch.Generator().manual_seed(7), "none"), batch)
+
+
+def test_augmentation_names_match_the_config():
+    assert set(AUGMENTATIONS) == set(AUGMENT_NAMES) and TrainConfig().augment == "crop"
+    with pytest.raises(BadInputError, match="crop, crop_flip, none"):
+        augment(_column_ramps(2), torch.Generator(), "flip")
