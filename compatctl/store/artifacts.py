@@ -101,14 +101,17 @@ def read_header(path: Path) -> dict:
                              "re-create it with the command that wrote it") from None
     if META_KEY not in meta:
         return {}
-    try:
-        header = json.loads(meta[META_KEY])
-    except json.JSONDecodeError:
-        raise IntegrityError(f"{path}: compatctl metadata is not valid JSON; re-create the file") from None
+    from compatctl.store.validate import check_header, parse_json
+
+    header = parse_json(meta[META_KEY], f"{path}: compatctl metadata")
+    if not isinstance(header, dict):
+        raise IntegrityError(f"{path}: compatctl metadata must be a JSON object, got {type(header).__name__}; "
+                             "re-create the file")
     version = header.get("format_version")
-    if version != FORMAT_VERSION:
+    if version != FORMAT_VERSION or isinstance(version, bool):
         raise BadInputError(f"{path}: format_version {version!r} is not supported by this compatctl "
                             f"(reads {FORMAT_VERSION}); re-create it or upgrade compatctl")
+    check_header(path, header)
     return header
 
 
