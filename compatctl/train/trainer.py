@@ -5,6 +5,10 @@ augments with one seeded from ``(seed, e, b, rank)``; the global torch RNG is re
 start of every epoch. So a run resumed after epoch ``e`` repeats exactly what the uninterrupted
 run would have done (on the same device, thread count and world size).
 
+A loss that is not finite or explodes stops the run within the epoch (train/divergence.py):
+BadInputError naming the epoch, the batch and what to change; nothing is saved for that epoch
+and a fresh run leaves nothing behind in ``out_dir``.
+
 Under ``torchrun`` (``WORLD_SIZE`` > 1) each global batch of ``batch_size`` images is split
 across ranks, gradients are averaged by DDP (gloo on CPU, nccl on CUDA), and only rank 0 writes.
 """
@@ -26,6 +30,8 @@ from compatctl.config import to_dict
 from compatctl.errors import BadInputError
 from compatctl.store import atomic_write_json
 from compatctl.train.config import TrainConfig, config_differences
+from compatctl.train.divergence import (DivergedError, LossWatch, file_marks, loss_diverged, remove_run_files,
+                                        weights_diverged, weights_finite)
 from compatctl.train.methods import MethodLoss, Setup, get_method
 from compatctl.train.setup import build_setup, checkpoint_state, lineage_of
 from compatctl.train.state import STATE_FILE, read_state, restore_optimizer, save_state
@@ -33,6 +39,7 @@ from compatctl.train.state import STATE_FILE, read_state, restore_optimizer, sav
 MODEL_FILE = "model.safetensors"
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.json"
+RUN_FILES = (MODEL_FILE, STATE_FILE, METRICS_FILE, CONFIG_FILE)
 Progress = Callable[[dict], None]
 
 
@@ -129,12 +136,17 @@ def _all_sum(values: list[float], world: World, device: torch.device) -> list[fl
 
 
 def run_epoch(model, optimizer, setup: Setup, method_loss: MethodLoss, epoch: int, world: World,
-              progress: Progress | None) -> dict:
-    """Train one epoch; return its metrics (summed over ranks)."""
+              progress: Progress | None, watch: LossWatch | None = None) -> dict:
+    """Train one epoch; return its metrics (summed over ranks).
+
+    Raises DivergedError as soon as ``watch`` reports a bad loss (checked every batch on the CPU).
+    """
     config = setup.config
+    watch = watch or LossWatch(setup.device)
     torch.manual_seed(_seed(config.seed, epoch, 1 << 20))
     batches = epoch_batches(len(setup.labels), config, epoch, world)
     model.train()
+    watch.start_epoch(len(batches))
     start, data_seconds = time.perf_counter(), 0.0
     loss_sum = torch.zeros((), dtype=torch.float64, device=setup.device)
     correct, seen = torch.zeros((), dtype=torch.float64, device=setup.device), 0
@@ -149,6 +161,9 @@ def run_epoch(model, optimizer, setup: Setup, method_loss: MethodLoss, epoch: in
         if config.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimizer.step()
+        watch.observe(index, result.loss)
+        if watch.due(index) and (bad := watch.first_bad_batch(world.size)) is not None:
+            raise loss_diverged(config, epoch, bad[0], len(batches), bad[1], watch.limit)
         loss_sum += result.loss.detach().double() * result.count
         correct += result.correct.double()
         seen += result.count
@@ -188,7 +203,8 @@ def _trim_metrics(path: Path, epochs_done: int) -> None:
         path.write_text("".join(line + "\n" for line in kept))
 
 
-def _save_epoch(out_dir: Path, setup: Setup, model, optimizer, metrics: dict, lineage: dict) -> str:
+def _save_epoch(out_dir: Path, setup: Setup, model, optimizer, metrics: dict, lineage: dict,
+                state_extra: dict) -> str:
     from compatctl.models import save_model
 
     config = setup.config
@@ -199,9 +215,10 @@ def _save_epoch(out_dir: Path, setup: Setup, model, optimizer, metrics: dict, li
                              normalization=setup.normalization.to_dict(), lineage=lineage,
                              class_names=setup.class_names, extra=extra, image_shape=setup.image_shape)
     save_state(out_dir, optimizer, {"epochs_done": metrics["epoch"], "config": to_dict(config),
-                                    "old_model": lineage.get("old_model"), "model_fingerprint": fingerprint})
-    with open(out_dir / METRICS_FILE, "a") as handle:
-        handle.write(json.dumps(metrics, sort_keys=True) + "\n")
+                                    "old_model": lineage.get("old_model"), "model_fingerprint": fingerprint,
+                                    **state_extra})
+    with open(out_dir / METRICS_FILE, "a") as handle:  # strict JSON: a NaN would raise, never be written
+        handle.write(json.dumps(metrics, sort_keys=True, allow_nan=False) + "\n")
     return fingerprint
 
 
@@ -241,15 +258,16 @@ def train_model(config: TrainConfig, *, out_dir: Path, old_model: Path | None = 
     lineage = lineage_of(config, setup)
     model = setup.new_model
     optimizer = make_optimizer(config, model)
-    start_epoch = 0
+    meta = {}
     if resume:
         meta, state = read_state(out_dir)  # read once: checked, then restored
         _check_resume(out_dir, meta, config, lineage["old_model"])
-        start_epoch = meta["epochs_done"]
         model.load_state_dict(checkpoint_state(out_dir / MODEL_FILE, setup.device))
         restore_optimizer(optimizer, meta, state)
     else:
         _check_fresh(out_dir)
+    start_epoch = meta.get("epochs_done", 0)
+    dir_existed, marks = out_dir.is_dir(), file_marks(out_dir, RUN_FILES)
     if world.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(out_dir / CONFIG_FILE, to_dict(config))
@@ -259,11 +277,22 @@ def train_model(config: TrainConfig, *, out_dir: Path, old_model: Path | None = 
                   "world_size": world.size, "device": str(setup.device), "images": len(setup.labels)})
     method_loss = method.build(setup)
     trained = _wrap_ddp(model, setup, world, method.uses_classifier)
+    watch = LossWatch(setup.device, meta.get("reference_loss"))
     for epoch in range(start_epoch, config.epochs):
-        metrics = run_epoch(trained, optimizer, setup, method_loss, epoch, world,
-                            progress if world.is_main else None)
+        try:
+            metrics = run_epoch(trained, optimizer, setup, method_loss, epoch, world,
+                                progress if world.is_main else None, watch)
+            if not weights_finite(model):
+                raise weights_diverged(config, epoch)
+        except DivergedError as exc:
+            if world.is_main and not resume:
+                remove_run_files(out_dir, marks, dir_existed)
+            kept = f"{out_dir} keeps the {start_epoch} earlier epoch(s) as they were" if resume else \
+                f"nothing was written to {out_dir}"
+            raise DivergedError(f"{exc}; {kept}") from None
         if world.is_main:
-            metrics["fingerprint"] = _save_epoch(out_dir, setup, model, optimizer, metrics, lineage)
+            metrics["fingerprint"] = _save_epoch(out_dir, setup, model, optimizer, metrics, lineage,
+                                                 {"reference_loss": watch.reference})
             if progress is not None:
                 progress({"event": "epoch", **metrics})
         _barrier(world)
