@@ -13,14 +13,19 @@ from compatctl.cli._util import app, console, guard
 def inspect_cli(
     path: Path = typer.Argument(..., help="A model, transform, embedding set or .npz/.safetensors embeddings."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    quick: bool = typer.Option(False, "--quick", help="Skip hashing: check sizes, tensors and row totals only."),
 ) -> None:
     """Show kind, format version, dims, rows, fingerprint, config and provenance counts.
+
+    Verifies integrity on the way: an embedding set's manifest, row totals and every shard's
+    sha256 (--quick: sizes and tensors only); a model's or transform's weights against its
+    fingerprint. A corrupt artifact exits 2 with one line naming the bad shard or file.
 
     Example: compatctl inspect runs/old/model.safetensors
     """
     from compatctl.store.describe import describe
 
-    info = describe(path)
+    info = describe(path, quick=quick)
     if as_json:
         console.print_json(json.dumps(info, default=str))
         return

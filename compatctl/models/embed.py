@@ -86,7 +86,10 @@ def _set_header(model_header: dict, data_spec: str, split: str, class_names: lis
     return {"model_fingerprint": model_header["fingerprint"], "config": model_header.get("config", {}),
             "source": {"data": str(data_spec), "split": split, "command": "embed"},
             "arch": model_header.get("arch"), "embedding_dim": model_header.get("embedding_dim"),
-            "embedding_width": model_header.get("embedding_width"), "class_names": class_names}
+            "embedding_width": model_header.get("embedding_width"), "class_names": class_names,
+            # eval compares a BT² set with its old model's set on the first compatible_dims dims
+            "lineage": model_header.get("lineage"),
+            "compatible_dims": (model_header.get("extra") or {}).get("compatible_dims")}
 
 
 def _write_pending(writer, model, header: dict, data, *, batch_size: int, device: str, progress) -> None:

@@ -4,24 +4,30 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from compatctl.errors import BadInputError
-from compatctl.store.artifacts import read_header
+from compatctl.errors import BadInputError, IntegrityError
+from compatctl.store.artifacts import fingerprint_arrays, load_arrays, read_header
 from compatctl.store.embeddings import open_embeddings, provenance_counts
 
 _SKIP = {"shards", "config", "resume_key"}
 
 
-def describe(path: Path | str) -> dict:
+def describe(path: Path | str, *, quick: bool = False) -> dict:
     """A JSON-ready summary of a model, transform, embedding set or single-file embeddings.
 
-    Raises BadInputError for paths compatctl cannot read.
+    Integrity is checked on the way: an embedding set's manifest, row totals, every shard's size
+    and tensors and (unless ``quick``) sha256; a model's or transform's weights against its
+    fingerprint (unless ``quick``). The summary's ``integrity`` entry says what was checked.
+
+    Raises BadInputError for paths compatctl cannot read, IntegrityError (naming the shard or
+    file) for a corrupt artifact.
     """
     path = Path(path)
     if path.is_file() and path.suffix == ".safetensors":
         header = read_header(path)
         if header.get("kind") in ("model", "transform"):
             summary = {k: v for k, v in header.items() if k != "config"}
-            return {"path": str(path), **summary, "config": header.get("config", {})}
+            integrity = "fingerprint not checked (--quick)" if quick else _check_fingerprint(path, header)
+            return {"path": str(path), **summary, "integrity": integrity, "config": header.get("config", {})}
     if path.is_file() and path.suffix not in (".npz", ".safetensors"):
         raise BadInputError(f"{path}: not a compatctl artifact (.safetensors, .npz or an embedding-set directory)")
     source = open_embeddings(path)
@@ -32,7 +38,16 @@ def describe(path: Path | str) -> dict:
             "has_labels": source.has_labels, "has_uncertainty": source.has_uncertainty,
             "provenance": provenance_counts(source)}
     if path.is_dir():
+        info["integrity"] = source.check(quick=quick)
         info["shards"] = len(source.shards)
         info.update({k: v for k, v in source.header.items() if k not in _SKIP and k not in info})
         info["config"] = source.header.get("config", {})
     return info
+
+
+def _check_fingerprint(path: Path, header: dict) -> str:
+    """The weights hash to the header's fingerprint, or IntegrityError (the file was altered)."""
+    if fingerprint_arrays(load_arrays(path)) != header.get("fingerprint"):
+        raise IntegrityError(f"{path}: weights do not match the fingerprint in its metadata (a corrupted or "
+                             "edited file); re-create it with the command that wrote it")
+    return "weights match the fingerprint"

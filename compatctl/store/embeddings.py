@@ -4,13 +4,15 @@ Layout of ``EMB/``::
 
     manifest.json                 written last, only when every shard is complete
     progress.part-I-of-N.json     one per writer while it works (shards done + sha256)
-    shard-00000.safetensors       embeddings [n, D], ids int64 [n], provenance uint8 [n],
-    shard-00001.safetensors       labels int64 [n] (optional), uncertainty float32 [n] (optional)
+    shard-00000.safetensors       embeddings [n, D], ids int64 [n] (or ids_utf8), provenance uint8 [n],
+    shard-00001.safetensors       labels int64 [n] (optional; or labels_utf8), uncertainty float32 [n] (optional)
 
 Every file is written to a temp name and renamed, so a killed writer leaves at most a stray
 ``.tmp`` file; a re-run with the same inputs keeps the complete shards and redoes the rest.
 Shard ``i`` always holds rows ``[i*shard_rows, (i+1)*shard_rows)`` of the writer's row order,
-so ``--part I/N`` workers can fill disjoint shards of the same directory.
+so ``--part I/N`` workers can fill disjoint shards of the same directory. String ids and labels
+are stored as UTF-8 byte matrices (see ``columns.py``); the manifest says so in ``id_type`` /
+``label_type``, keys absent for integer columns (so integer sets are written as before).
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ import numpy as np
 from compatctl.errors import BadInputError, IntegrityError
 from compatctl.store.artifacts import (FORMAT_VERSION, atomic_write_bytes, atomic_write_json,
                                        file_sha256)
+from compatctl.store.columns import (INT64, UTF8, checked_column, column_type, decode_text, encode_text,
+                                     read_text_or_int)
+from compatctl.store.validate import check_manifest, check_progress_record, read_json_file
 
 PROVENANCE = ("native", "transformed", "backfilled")
 MANIFEST = "manifest.json"
@@ -73,10 +78,23 @@ def parse_part(part: str | None) -> tuple[int, int]:
     return index, count
 
 
-def check_rows(path: str, embeddings: np.ndarray, ids: np.ndarray, labels: np.ndarray | None) -> None:
-    """Validate imported rows: 2-D finite embeddings, unique ids, labels of matching length."""
+def check_embeddings(path: str, embeddings: np.ndarray) -> None:
+    """A 2-D real-valued matrix with at least one row and one dim, or BadInputError saying why not."""
+    if embeddings.dtype.kind not in "fiu":
+        what = {"c": "complex (the imaginary part would be lost)", "b": "boolean",
+                "O": "object (pickled)"}.get(embeddings.dtype.kind, "not numeric")
+        raise BadInputError(f"{path}: 'embeddings' is {embeddings.dtype}, {what}; store real float values "
+                            "(e.g. embeddings.astype('float32'))")
     if embeddings.ndim != 2:
         raise BadInputError(f"{path}: 'embeddings' must be 2-D [rows, dim], got shape {embeddings.shape}")
+    if 0 in embeddings.shape:
+        raise BadInputError(f"{path}: 'embeddings' has shape {embeddings.shape}: no "
+                            f"{'rows' if not len(embeddings) else 'dims'}; store at least one row of one dim")
+
+
+def check_rows(path: str, embeddings: np.ndarray, ids: np.ndarray, labels: np.ndarray | None) -> None:
+    """Validate imported rows: 2-D finite embeddings, unique ids, labels of matching length."""
+    check_embeddings(path, embeddings)
     rows = len(embeddings)
     if ids.shape != (rows,):
         raise BadInputError(f"{path}: 'ids' has shape {ids.shape} but there are {rows} embeddings")
@@ -140,16 +158,29 @@ class EmbeddingSetWriter:
         header: metadata for the manifest (model_fingerprint, config, source, ...).
         resume_key: identifies the inputs; a directory written with another key is refused.
         part: (I, N) — this writer fills shards ``i`` with ``i % N == I - 1``.
+        id_type, label_type: ``"int64"`` or ``"utf8"`` (text, stored as ``ids_utf8`` / ``labels_utf8``).
+
+    A shard already on disk is kept only when its size and sha256 match the record, so re-running
+    the writer repairs a corrupt or truncated shard. Rows holding NaN or Inf are refused.
     """
 
     def __init__(self, path: Path, *, rows: int, dim: int, header: dict, resume_key: str,
                  dtype: str = "float32", shard_rows: int = DEFAULT_SHARD_ROWS,
-                 part: tuple[int, int] = (1, 1), has_labels: bool = False, has_uncertainty: bool = False):
+                 part: tuple[int, int] = (1, 1), has_labels: bool = False, has_uncertainty: bool = False,
+                 id_type: str = INT64, label_type: str = INT64):
         if dtype not in DTYPES:
             raise BadInputError(f"dtype {dtype!r} is not supported; use one of {', '.join(DTYPES)}")
+        if rows < 1 or dim < 1:
+            raise BadInputError(f"{path}: an embedding set needs at least one row and one dim "
+                                f"(got {rows} rows of {dim} dims); check the input data")
         self.path, self.rows, self.dim, self.dtype = Path(path), rows, dim, dtype
         self.shard_rows, self.part, self.resume_key = shard_rows, part, resume_key
         self.header = dict(header, has_labels=has_labels, has_uncertainty=has_uncertainty)
+        self.id_type, self.label_type = id_type, label_type
+        if id_type == UTF8:  # absent for integers: integer sets stay byte-identical to earlier versions
+            self.header["id_type"] = UTF8
+        if has_labels and label_type == UTF8:
+            self.header["label_type"] = UTF8
         self.num_shards = max(1, -(-rows // shard_rows))
         self._check_destination()
         self.path.mkdir(parents=True, exist_ok=True)
@@ -177,14 +208,21 @@ class EmbeddingSetWriter:
     def _records(self) -> list[dict]:
         """The manifest and every part's progress file found in the directory, parsed."""
         files = [self.path / MANIFEST, *self.path.glob("progress.part-*.json")]
-        return [json.loads(file.read_text()) for file in files if file.is_file()]
+        return [read_json_file(file, "embedding-set record") for file in files if file.is_file()]
 
-    def _complete_shards(self) -> dict[int, dict]:
-        """Shards any writer recorded as complete whose file is still there at its recorded size."""
-        listed = {entry["index"]: entry for record in self._records() for entry in record.get("shards", [])}
+    def _intact(self, entry: dict) -> bool:
+        """The shard file is there with the recorded size and sha256 (hashing reads it once)."""
+        file = self.path / entry["file"]
+        return (entry["index"] < self.num_shards and file.is_file() and file.stat().st_size == entry["bytes"]
+                and file_sha256(file) == entry["sha256"])
+
+    def _complete_shards(self, known: dict[int, dict] | None = None) -> dict[int, dict]:
+        """Shards any writer recorded as complete whose file is intact; ``known`` ones are not re-hashed."""
+        known = known or {}
+        listed = {entry["index"]: entry for record in self._records()
+                  for entry in check_progress_record(self.path, record)}
         return {index: entry for index, entry in listed.items()
-                if (self.path / entry["file"]).is_file()
-                and (self.path / entry["file"]).stat().st_size == entry["bytes"]}
+                if known.get(index) == entry or self._intact(entry)}
 
     def shard_bounds(self, index: int) -> tuple[int, int]:
         start = index * self.shard_rows
@@ -203,13 +241,14 @@ class EmbeddingSetWriter:
         if len(block) != stop - start or block.embeddings.shape[1:] != (self.dim,):
             raise ValueError(f"shard {index} expects {stop - start} rows of dim {self.dim}, "
                              f"got {block.embeddings.shape}")
-        tensors = {"embeddings": np.ascontiguousarray(block.embeddings, dtype=self.dtype),
-                   "ids": np.ascontiguousarray(block.ids, dtype=np.int64),
+        embeddings = np.ascontiguousarray(block.embeddings, dtype=self.dtype)
+        self._refuse_non_finite(index, embeddings, block)
+        tensors = {"embeddings": embeddings, **self._column("ids", block.ids, self.id_type),
                    "provenance": np.ascontiguousarray(
                        np.zeros(len(block), np.uint8) if block.provenance is None else block.provenance,
                        dtype=np.uint8)}
         if self.header["has_labels"]:
-            tensors["labels"] = np.ascontiguousarray(block.labels, dtype=np.int64)
+            tensors.update(self._column("labels", block.labels, self.label_type))
         if self.header["has_uncertainty"]:
             tensors["uncertainty"] = np.ascontiguousarray(block.uncertainty, dtype=np.float32)
         data = save(tensors, metadata={"compatctl": json.dumps({"shard": index, "rows": len(block)})})
@@ -220,9 +259,28 @@ class EmbeddingSetWriter:
         atomic_write_json(self.progress_path, {"resume_key": self.resume_key,
                                                "shards": [self.done[i] for i in sorted(self.done)]})
 
+    def _refuse_non_finite(self, index: int, embeddings: np.ndarray, block: EmbeddingBlock) -> None:
+        bad = ~np.isfinite(embeddings).all(axis=1)
+        if not bad.any():
+            return
+        overflow = self.dtype == "float16" and np.isfinite(np.asarray(block.embeddings)[bad]).all()
+        cause = ("values beyond float16's range (65504); write with --dtype float32" if overflow else
+                 "the model or transform produced them; check the model (train-new stops on a NaN loss) "
+                 "or the input rows")
+        raise BadInputError(f"{self.path}: shard {index} would hold {int(bad.sum())} rows of NaN or Inf, first ids "
+                            f"{np.asarray(block.ids)[bad][:5].tolist()}; not written: {cause}")
+
+    @staticmethod
+    def _column(name: str, values: np.ndarray, kind: str) -> dict[str, np.ndarray]:
+        if kind == UTF8:
+            return {f"{name}_utf8": encode_text(values)}
+        if column_type(values) == UTF8:
+            raise ValueError(f"{name}: text values for a set declared with integer {name}")
+        return {name: np.ascontiguousarray(values, dtype=np.int64)}
+
     def finish(self) -> bool:
         """Write the manifest if every shard of every part is complete; True if written."""
-        self.done.update(self._complete_shards())
+        self.done.update(self._complete_shards(known=self.done))
         if len(self.done) < self.num_shards:
             return False
         shards = [self.done[i] for i in range(self.num_shards)]
@@ -241,15 +299,24 @@ def write_embedding_set(path: Path, block: EmbeddingBlock, *, header: dict, resu
     writer = EmbeddingSetWriter(path, rows=len(block), dim=block.embeddings.shape[1], header=header,
                                 resume_key=resume_key, dtype=dtype, shard_rows=shard_rows,
                                 has_labels=block.labels is not None,
-                                has_uncertainty=block.uncertainty is not None)
+                                has_uncertainty=block.uncertainty is not None, id_type=column_type(block.ids),
+                                label_type=INT64 if block.labels is None else column_type(block.labels))
     for index in writer.pending_shards():
         start, stop = writer.shard_bounds(index)
         writer.write_shard(index, block.take(slice(start, stop)))
     writer.finish()
 
 
+STORED = {"float32": "F32", "float16": "F16", "int64": "I64", "uint8": "U8"}  # safetensors dtype names
+
+
 class EmbeddingSet:
-    """A complete embedding-set directory opened for streaming reads."""
+    """A complete embedding-set directory opened for streaming reads.
+
+    Opening validates the manifest as a whole and checks that every shard file is there with its
+    recorded size (cheap: one ``stat`` per shard); each shard's sha256 is checked before its first
+    use (``verify=True``), or for all shards at once by :meth:`check`.
+    """
 
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -259,65 +326,121 @@ class EmbeddingSet:
                 raise BadInputError(f"{self.path}: embedding set is incomplete (a writer was stopped); "
                                     "re-run the command that writes it to resume")
             raise BadInputError(f"{self.path}: no {MANIFEST}; this is not a compatctl embedding set")
-        try:
-            self.manifest = json.loads(manifest_path.read_text())
-        except json.JSONDecodeError:
-            raise IntegrityError(f"{manifest_path}: not valid JSON; re-create the embedding set") from None
+        self.manifest = read_json_file(manifest_path, "manifest")
         if self.manifest.get("format_version") != FORMAT_VERSION or self.manifest.get("kind") != "embeddings":
             raise BadInputError(f"{manifest_path}: format_version {self.manifest.get('format_version')!r}, "
                                 f"kind {self.manifest.get('kind')!r}; expected version {FORMAT_VERSION} "
                                 "embeddings — re-create it with this compatctl")
-        self.dim, self.rows = int(self.manifest["dim"]), int(self.manifest["rows"])
+        check_manifest(manifest_path, self.manifest, DTYPES)
+        self.dim, self.rows = self.manifest["dim"], self.manifest["rows"]
         self.dtype = self.manifest["dtype"]
-        self.has_labels = bool(self.manifest.get("has_labels"))
-        self.has_uncertainty = bool(self.manifest.get("has_uncertainty"))
+        self.has_labels = self.manifest.get("has_labels", False)
+        self.has_uncertainty = self.manifest.get("has_uncertainty", False)
+        self.id_type = self.manifest.get("id_type", INT64)
+        self.label_type = self.manifest.get("label_type", INT64) if self.has_labels else None
         self.model_fingerprint = self.manifest.get("model_fingerprint")
         self.header = self.manifest
         self._verified: set[int] = set()
+        for index in range(len(self.shards)):
+            self._check_size(index)
 
     @property
     def shards(self) -> list[dict]:
         return self.manifest["shards"]
 
-    def _open_shard(self, index: int, verify: bool):
-        from safetensors import safe_open
-
+    def _check_size(self, index: int) -> Path:
         entry = self.shards[index]
         file = self.path / entry["file"]
         if not file.is_file():
             raise IntegrityError(f"{file}: shard listed in the manifest is missing; "
-                                 "re-run the command that wrote this set")
+                                 "re-run the command that wrote this set to rebuild it")
+        if file.stat().st_size != entry["bytes"]:
+            raise IntegrityError(f"{file}: checksum mismatch ({file.stat().st_size} bytes, the manifest says "
+                                 f"{entry['bytes']}: a truncated or corrupted shard); re-run the command that "
+                                 "wrote this set to rebuild it")
+        return file
+
+    def _open_shard(self, index: int, verify: bool):
+        from safetensors import safe_open
+
+        entry = self.shards[index]
+        file = self._check_size(index)
         if verify and index not in self._verified:
-            if file.stat().st_size != entry["bytes"] or file_sha256(file) != entry["sha256"]:
+            if file_sha256(file) != entry["sha256"]:
                 raise IntegrityError(f"{file}: checksum mismatch (truncated or corrupted shard); "
                                      "re-run the command that wrote this set to rebuild it")
             self._verified.add(index)
-        handle = safe_open(str(file), framework="numpy")
-        shape = handle.get_slice("embeddings").get_shape()
-        if list(shape) != [entry["rows"], self.dim]:
-            raise IntegrityError(f"{file}: holds {shape} embeddings but the manifest says "
-                                 f"[{entry['rows']}, {self.dim}]; shards of one set must share a dim")
+        try:
+            handle = safe_open(str(file), framework="numpy")
+            shapes = {name: (list(handle.get_slice(name).get_shape()), handle.get_slice(name).get_dtype())
+                      for name in handle.keys()}
+        except Exception as exc:  # safetensors raises several types for damaged files
+            raise IntegrityError(f"{file}: not a readable shard ({str(exc)[:80]}); re-run the command that "
+                                 "wrote this set to rebuild it") from None
+        self._check_tensors(file, entry["rows"], shapes)
         return handle
+
+    def _check_tensors(self, file: Path, rows: int, shapes: dict[str, tuple[list[int], str]]) -> None:
+        """Every tensor the manifest promises, with the right shape and dtype (names the shard)."""
+        shape = shapes.get("embeddings", (None, None))[0]
+        if shape != [rows, self.dim]:
+            raise IntegrityError(f"{file}: holds {shape} embeddings but the manifest says "
+                                 f"[{rows}, {self.dim}]; shards of one set must share a dim")
+        wanted = {"embeddings": self.dtype, "provenance": "uint8"}
+        for name, kind in (("ids", self.id_type), ("labels", self.label_type if self.has_labels else None)):
+            if kind is not None:
+                wanted[name if kind == INT64 else f"{name}_utf8"] = "int64" if kind == INT64 else "uint8"
+        if self.has_uncertainty:
+            wanted["uncertainty"] = "float32"
+        for name, dtype in wanted.items():
+            found = shapes.get(name)
+            ndim = 2 if name == "embeddings" or name.endswith("_utf8") else 1
+            if not (found and found[0][:1] == [rows] and len(found[0]) == ndim and found[1] == STORED[dtype]):
+                raise IntegrityError(f"{file}: tensor {name!r} is {found or 'missing'}, expected {dtype} with "
+                                     f"{rows} rows; re-run the command that wrote this set to rebuild it")
+
+    def check(self, *, quick: bool = False, progress=None) -> dict:
+        """Verify every shard: size, tensors and (unless ``quick``) sha256, plus the row total.
+
+        Returns ``{"shards_checked", "rows_checked", "bytes_hashed"}``; raises IntegrityError naming
+        the first bad shard.
+        """
+        hashed = 0
+        for index in range(len(self.shards)):
+            self._open_shard(index, verify=not quick)
+            hashed += 0 if quick else self.shards[index]["bytes"]
+            if progress is not None:
+                progress(index + 1, len(self.shards))
+        return {"shards_checked": len(self.shards), "rows_checked": self.rows, "bytes_hashed": hashed,
+                "checksums": "skipped (--quick)" if quick else "verified"}
 
     def part_shards(self, part: tuple[int, int] = (1, 1)) -> list[int]:
         index, count = part
         return [i for i in range(len(self.shards)) if i % count == index - 1]
 
+    @staticmethod
+    def _read(handle, name: str, start: int | None = None, stop: int | None = None) -> np.ndarray | None:
+        """Tensor ``name`` rows [start, stop); text columns (``name_utf8``) decoded; None if absent."""
+        names = set(handle.keys())
+        if name in names:
+            return handle.get_slice(name)[start:stop]
+        if f"{name}_utf8" in names:
+            return decode_text(handle.get_slice(f"{name}_utf8")[start:stop], f"shard column {name}_utf8")
+        return None
+
     def read_column(self, index: int, name: str, verify: bool = False) -> np.ndarray | None:
         """One tensor (e.g. ``ids``) of shard ``index`` without reading its embeddings; None if absent."""
-        handle = self._open_shard(index, verify)
-        return handle.get_tensor(name) if name in handle.keys() else None
+        return self._read(self._open_shard(index, verify), name)
 
     def iter_blocks(self, block_rows: int = 65536, part: tuple[int, int] = (1, 1),
                     verify: bool = True) -> Iterator[EmbeddingBlock]:
         """Stream rows in blocks of at most ``block_rows``; memory is set by the block size."""
         for index in self.part_shards(part):
             handle = self._open_shard(index, verify)
-            names = set(handle.keys())
             rows = self.shards[index]["rows"]
             for start in range(0, rows, block_rows):
                 stop = min(start + block_rows, rows)
-                read = lambda n: handle.get_slice(n)[start:stop] if n in names else None  # noqa: E731
+                read = lambda n: self._read(handle, n, start, stop)  # noqa: E731
                 yield EmbeddingBlock(read("embeddings").astype(np.float32, copy=False), read("ids"),
                                      read("labels"), read("provenance"), read("uncertainty"))
 
@@ -336,14 +459,18 @@ class EmbeddingFile:
             raise BadInputError(f"{self.path}: no 'embeddings' array (found: {', '.join(sorted(arrays)) or 'none'}); "
                                 "save the matrix under the key 'embeddings'")
         embeddings = np.asarray(arrays["embeddings"])
-        if embeddings.ndim != 2 or not np.issubdtype(embeddings.dtype, np.number):
-            raise BadInputError(f"{self.path}: 'embeddings' must be a 2-D numeric array, got "
-                                f"{embeddings.dtype} {embeddings.shape}")
-        ids = np.asarray(arrays["ids"]).astype(np.int64) if "ids" in arrays else np.arange(len(embeddings))
-        labels = np.asarray(arrays["labels"]).astype(np.int64) if "labels" in arrays else None
-        check_rows(str(self.path), embeddings, ids, labels)
-        uncertainty = arrays.get("uncertainty")
-        provenance = arrays.get("provenance")
+        where = str(self.path)
+        check_embeddings(where, embeddings)
+        ids = read_text_or_int(arrays, "ids")
+        ids = np.arange(len(embeddings)) if ids is None else checked_column(where, "ids", ids)
+        labels = read_text_or_int(arrays, "labels")
+        labels = None if labels is None else checked_column(where, "labels", labels)
+        check_rows(where, embeddings, ids, labels)
+        uncertainty = self._optional(arrays, "uncertainty", "f", len(embeddings))
+        provenance = self._optional(arrays, "provenance", "iu", len(embeddings))
+        if provenance is not None and not np.isin(provenance, np.arange(len(PROVENANCE))).all():
+            raise BadInputError(f"{where}: 'provenance' must hold 0 (native), 1 (transformed) or 2 (backfilled); "
+                                "drop the array to mark every row native")
         self.block = EmbeddingBlock(embeddings.astype(np.float32, copy=False), ids, labels,
                                     None if provenance is None else provenance.astype(np.uint8),
                                     None if uncertainty is None else uncertainty.astype(np.float32))
@@ -351,7 +478,22 @@ class EmbeddingFile:
         self.dtype = str(embeddings.dtype)
         self.has_labels = labels is not None
         self.has_uncertainty = uncertainty is not None
-        self.model_fingerprint = self.header.get("model_fingerprint")
+        self.id_type = column_type(ids)
+        self.label_type = None if labels is None else column_type(labels)
+        fingerprint = self.header.get("model_fingerprint")
+        self.model_fingerprint = fingerprint if isinstance(fingerprint, str) else None
+
+    def _optional(self, arrays: dict, name: str, kinds: str, rows: int) -> np.ndarray | None:
+        """An optional per-row array: 1-D, ``rows`` long, of a dtype kind in ``kinds``, finite."""
+        if name not in arrays:
+            return None
+        values = np.asarray(arrays[name])
+        if values.shape != (rows,) or values.dtype.kind not in kinds or \
+                (values.dtype.kind == "f" and not np.isfinite(values).all()):
+            want = "finite floats" if kinds == "f" else "integers"
+            raise BadInputError(f"{self.path}: '{name}' must be {rows} {want} (one per row), got "
+                                f"{values.dtype} {values.shape}; fix or drop the array")
+        return values
 
     def _load(self) -> dict:
         self.header: dict = {}
@@ -359,8 +501,9 @@ class EmbeddingFile:
             try:
                 with np.load(self.path, allow_pickle=False) as data:
                     return {k: data[k] for k in data.files}
-            except Exception as exc:
-                raise BadInputError(f"{self.path}: cannot read as .npz ({exc})") from None
+            except Exception as exc:  # zip, npy-header and pickle refusals all land here
+                raise BadInputError(f"{self.path}: cannot read as .npz ({str(exc)[:120] or type(exc).__name__}); "
+                                    "save it with numpy.savez and no object arrays") from None
         from compatctl.store.artifacts import load_arrays, read_header
 
         self.header = read_header(self.path)
