@@ -200,6 +200,8 @@ def _normalization_problems(value, channels: int) -> list[str]:
 
 def _model_problems(path: Path, header: dict) -> list[str]:
     spec = header.get("spec")
+    if "spec" not in header:
+        return []  # load_model names the missing spec
     if not isinstance(spec, dict):
         return ["'spec' must be an object (arch, embedding_dim, num_classes, ...)"]
     problems = [p for p in (_int_problem(spec, "embedding_dim", 1, MAX_DIM),
@@ -230,8 +232,8 @@ def _model_problems(path: Path, header: dict) -> list[str]:
 
 
 def _transform_problems(path: Path, header: dict) -> list[str]:
-    problems = [p for p in (_int_problem(header, "old_dim", 1, MAX_DIM), _int_problem(header, "new_dim", 1, MAX_DIM),
-                            _int_problem(header, "side_info_dim", 0, MAX_DIM) if "side_info_dim" in header else None)
+    dims = {"old_dim": 1, "new_dim": 1, "side_info_dim": 0}  # checked when present (the loader needs them)
+    problems = [p for p in (_int_problem(header, key, low, MAX_DIM) for key, low in dims.items() if key in header)
                 if p]
     if problems:
         return problems
