@@ -23,17 +23,33 @@ GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")
 LAYOUT_HINT = "expected DATA/train/<class>/<image> and DATA/test/<class>/<image>"
 
 
-def decode_image(raw: bytes, where: str) -> np.ndarray:
-    """Decode one image file to uint8 H×W×C (C = 1 for grayscale, 3 otherwise)."""
-    from PIL import Image, UnidentifiedImageError
+MAX_IMAGE_PIXELS = 1 << 26  # 64 Mpixel (8192 x 8192): far above any embedding input, far below a bomb
 
+
+def decode_image(raw: bytes, where: str) -> np.ndarray:
+    """Decode one image file to uint8 H×W×C (C = 1 for grayscale, 3 otherwise).
+
+    An image larger than MAX_IMAGE_PIXELS (a decompression bomb) is refused before it is
+    decoded; every decoder failure raises BadInputError naming ``where``.
+    """
+    import warnings
+
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
     try:
-        with Image.open(io.BytesIO(raw)) as image:
-            image.load()
-            gray = image.mode in GRAY_MODES
-            pixels = np.asarray(image.convert("L" if gray else "RGB"))
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise BadInputError(f"{where}: image fails to decode ({exc}); remove or replace the file") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(raw)) as image:
+                image.load()
+                gray = image.mode in GRAY_MODES
+                pixels = np.asarray(image.convert("L" if gray else "RGB"))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise BadInputError(f"{where}: image claims more than {MAX_IMAGE_PIXELS} pixels (a decompression bomb?); "
+                            "remove the file or resize it") from None
+    except Exception as exc:  # decoders raise many types (OSError, SyntaxError, struct.error, EOFError, ...)
+        raise BadInputError(f"{where}: image fails to decode ({str(exc)[:120] or type(exc).__name__}); "
+                            "remove or replace the file") from None
     return pixels[..., None] if gray else pixels
 
 
