@@ -35,8 +35,8 @@ def eval_cli(
     seed: int = typer.Option(0, "--seed", help="Seed of the random order."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Draw the curve to this image (needs matplotlib)."),
     topk: str = typer.Option("1,5", "--topk", help="Comma-separated k of the CMC top-k metrics."),
-    dims: Optional[int] = typer.Option(None, "--dims", help="Compare the first N dims (default: the narrower "
-                                       "side's width)."),
+    dims: Optional[int] = typer.Option(None, "--dims", help="Compare the first N dims (needed when the widths differ, "
+                                       "unless BT² lineage says one is the other's prefix)."),
     map_at_r: bool = typer.Option(False, "--map-at-r", help="Also report mAP@R."),
     no_map: bool = typer.Option(False, "--no-map", help="Top-k only: one pass over the gallery, no mAP "
                                 "(for very large galleries)."),
@@ -55,7 +55,8 @@ def eval_cli(
     of the k nearest rows has the query's label. mAP: average precision over the full ranking
     (every same-label row is a positive). Queries without any positive are skipped by every
     metric and counted. Ties: equal scores rank the smaller gallery id first, for top-k and mAP
-    alike. When one side is wider (BT² extra dims) the first min(D) dims are compared.
+    alike. Sets of different widths need --dims N, unless the wider one was embedded by a BT²
+    model of the narrower one's model (its first dims are then compared).
 
     --backfill-with NEW_GALLERY reports the curve at N+1 fractions (--steps N) and its
     AUC = the plain mean of the metric at the N+1 points, fractions 0 and 1 included.

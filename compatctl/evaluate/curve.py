@@ -28,7 +28,8 @@ from compatctl.evaluate.retrieval import (DEFAULT_QUERY_BLOCK, HELD_SCORES, buil
                                           check_topk)
 from compatctl.evaluate.sources import (Prepared, ProgressFn, as_source, describe_source,
                                         exclude_self, get_distance, prepare, report_progress,
-                                        require_labels, resolve_dims, score, source_name)
+                                        require_labels, dims_for, score, source_name,
+                                        unify_columns)
 
 
 def align_by_id(gallery: EmbeddingBlock, new_gallery: EmbeddingBlock, new_name: str) -> EmbeddingBlock:
@@ -106,7 +107,7 @@ def backfill_curve(query, gallery, new_gallery, *, order: str = "random", steps:
             (uncertainty), missing labels, bad dims.
     """
     started = time.perf_counter()
-    query, gallery, new_gallery = as_source(query), as_source(gallery), as_source(new_gallery)
+    query, gallery, new_gallery = unify_columns(as_source(query), as_source(gallery), as_source(new_gallery))
     ks, metric = check_topk(topk), get_distance(distance)
     check_blocks(query_block, 1)
     require_labels(query, gallery)
@@ -115,8 +116,8 @@ def backfill_curve(query, gallery, new_gallery, *, order: str = "random", steps:
     if order == "uncertainty" and not gallery.has_uncertainty:
         raise BadInputError(f"{source_name(gallery)}: --order uncertainty needs per-row uncertainty in GALLERY; "
                             "apply a transform fitted with uncertainty, or use --order random")
-    dim_old = resolve_dims(query.dim, gallery.dim, dims)
-    dim_new = resolve_dims(query.dim, new_gallery.dim, dims)
+    dim_old = dims_for(query, gallery, dims)
+    dim_new = dims_for(query, new_gallery, dims)
     fractions, backfilled = curve_points(steps, gallery.rows)
     old = gallery.read_all()
     new = align_by_id(old, new_gallery.read_all(), source_name(new_gallery))

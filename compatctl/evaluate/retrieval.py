@@ -18,7 +18,7 @@ from compatctl.errors import BadInputError
 from compatctl.evaluate.ranking import MetricSums, count_better, find_positives
 from compatctl.evaluate.sources import (TIE_RULE, Gallery, Prepared, ProgressFn, as_source, describe_source,
                                         exclude_self, get_distance, query_blocks, report_progress,
-                                        require_labels, resolve_dims, score)
+                                        require_labels, dims_for, score, unify_columns)
 from compatctl.evaluate.topk import topk_only
 
 DEFAULT_QUERY_BLOCK = 2048
@@ -86,7 +86,7 @@ def evaluate(query, gallery, *, distance: str = "cosine", topk=(1, 5), dims: int
         query, gallery: opened embedding sources (``open_embeddings``) or EmbeddingBlocks, with labels.
         distance: "cosine" (normalised inner product) or "l2" (raw Euclidean).
         topk: the k of the CMC top-k metrics.
-        dims: compare the first ``dims`` dims (default: the narrower side's width).
+        dims: compare the first ``dims`` dims (needed for unequal widths without BT² lineage).
         with_map: False reads the gallery once for top-k only (no mAP; queries kept in memory).
         map_at_r: also report mAP@R (R = the query's number of positives).
         query_block, gallery_block: rows per block; they set the peak memory: about 12 bytes ×
@@ -99,11 +99,11 @@ def evaluate(query, gallery, *, distance: str = "cosine", topk=(1, 5), dims: int
         BadInputError: missing labels, bad dims/topk/blocks, --map-at-r without the full ranking.
     """
     started = time.perf_counter()
-    query, gallery = as_source(query), as_source(gallery)
+    query, gallery = unify_columns(as_source(query), as_source(gallery))
     ks, metric = check_topk(topk), get_distance(distance)
     check_blocks(query_block, gallery_block)
     require_labels(query, gallery)
-    dim_info = resolve_dims(query.dim, gallery.dim, dims)
+    dim_info = dims_for(query, gallery, dims)
     if map_at_r and not with_map:
         raise BadInputError("--map-at-r needs the full ranking; drop --no-map")
     sums = MetricSums(ks, at_r=map_at_r, with_map=with_map)

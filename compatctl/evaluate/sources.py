@@ -20,6 +20,7 @@ import numpy as np
 
 from compatctl.errors import BadInputError
 from compatctl.store import EmbeddingBlock, IdIndex
+from compatctl.store.columns import UTF8, column_type, same_column_types
 
 # Rank ties (equal float32 scores) are broken by the gallery id: the smaller id ranks first.
 # The same rule decides top-k and every positive's rank for mAP, so the two always agree.
@@ -52,13 +53,15 @@ def get_distance(name: str) -> Distance:
 class BlockSource:
     """An in-memory EmbeddingBlock seen through the source interface (tests, library callers)."""
 
-    def __init__(self, block: EmbeddingBlock, name: str = "<memory>"):
+    def __init__(self, block: EmbeddingBlock, name: str = "<memory>", header: dict | None = None):
         self.block, self.path = block, Path(name)
         self.rows, self.dim = block.embeddings.shape
         self.has_labels = block.labels is not None
         self.has_uncertainty = block.uncertainty is not None
-        self.model_fingerprint = None
-        self.header: dict = {}
+        self.header: dict = dict(header or {})
+        self.model_fingerprint = self.header.get("model_fingerprint")
+        self.id_type = column_type(block.ids)
+        self.label_type = None if block.labels is None else column_type(block.labels)
 
     def iter_blocks(self, block_rows: int = 65536, part=(1, 1), verify: bool = True) -> Iterator[EmbeddingBlock]:
         for start in range(0, self.rows, block_rows):
@@ -91,11 +94,43 @@ def require_labels(*sources) -> None:
                                 "embed a split with labels or add a 'labels' array")
 
 
-def resolve_dims(query_dim: int, gallery_dim: int, dims: int | None) -> dict:
+def prefix_lineage(query, gallery) -> str | None:
+    """Why the narrower side may be compared with the first dims of the wider one, or None.
+
+    A BT² model's embedding set records ``compatible_dims`` (its old model's width) and its
+    ``lineage``; the prefix is compatible when that width is the narrower side's and the
+    narrower side's model (when known) is in the lineage.
+    """
+    wide, narrow = (query, gallery) if query.dim > gallery.dim else (gallery, query)
+    header = getattr(wide, "header", None) or {}
+    compatible = header.get("compatible_dims")
+    if not isinstance(compatible, int) or isinstance(compatible, bool) or compatible != narrow.dim:
+        return None
+    lineage = header.get("lineage") if isinstance(header.get("lineage"), dict) else {}
+    ancestors = lineage.get("ancestors") if isinstance(lineage.get("ancestors"), list) else []
+    known = {lineage.get("old_model"), *ancestors} - {None}
+    if narrow.model_fingerprint is not None and known and narrow.model_fingerprint not in known:
+        return None
+    return f"{source_name(wide)} is a BT² set whose first {compatible} dims are compatible with {source_name(narrow)}"
+
+
+def dims_for(query, gallery, dims: int | None) -> dict:
+    """:func:`resolve_dims` for two sources: unequal widths need ``dims`` or BT² lineage metadata."""
+    if dims is None and query.dim != gallery.dim and prefix_lineage(query, gallery) is None:
+        narrow = min(query.dim, gallery.dim)
+        raise BadInputError(f"{source_name(query)} has {query.dim} dims and {source_name(gallery)} {gallery.dim}: "
+                            "sets of different widths are compared only with --dims N, or when the wider one "
+                            "was embedded by a BT² model of the other's model; pass --dims "
+                            f"{narrow} if their first {narrow} dims live in one space")
+    return resolve_dims(query.dim, gallery.dim, dims, lineage=prefix_lineage(query, gallery))
+
+
+def resolve_dims(query_dim: int, gallery_dim: int, dims: int | None, lineage: str | None = None) -> dict:
     """Which leading dims are compared, and why (the report's ``dims`` entry).
 
     Without ``dims``, a wider side (BT² appends extra dims after the old ones) is cut to the
-    first min(D) dims. ``dims`` forces N leading dims; it must not exceed either side.
+    first min(D) dims; ``lineage`` says why that is right (see :func:`dims_for`). ``dims``
+    forces N leading dims; it must not exceed either side.
     """
     narrow = min(query_dim, gallery_dim)
     if dims is not None:
@@ -105,7 +140,7 @@ def resolve_dims(query_dim: int, gallery_dim: int, dims: int | None) -> dict:
         used, note = dims, f"forced by --dims: first {dims} dims of both sides"
     elif query_dim != gallery_dim:
         used, note = narrow, (f"query has {query_dim} dims, gallery {gallery_dim}: "
-                              f"compared the first {narrow} dims of both")
+                              f"compared the first {narrow} dims of both" + (f" ({lineage})" if lineage else ""))
     else:
         used, note = narrow, "all dims"
     return {"query": int(query_dim), "gallery": int(gallery_dim), "used": int(used),
@@ -212,3 +247,60 @@ def report_progress(progress: ProgressFn | None, description: str, done: int, to
     """Call the caller's progress callback (description, done, total) if there is one."""
     if progress is not None:
         progress(description, done, total)
+
+
+def _column_kind(source, name: str) -> str | None:
+    if name == "labels" and not source.has_labels:
+        return None
+    kind = getattr(source, "id_type" if name == "ids" else "label_type", None)
+    return kind or "int64"
+
+
+def _column_values(source, name: str) -> np.ndarray:
+    """All ``ids`` or ``labels`` of a source, without its embeddings where the source allows."""
+    if hasattr(source, "shards") and hasattr(source, "read_column"):
+        parts = [source.read_column(i, name, verify=True) for i in range(len(source.shards))]
+        return np.concatenate(parts) if parts else np.zeros(0, str)
+    return getattr(source.read_all(), name)
+
+
+class CodedSource:
+    """A source whose text ids/labels are seen as int64 codes: positions in vocabularies sorted
+    over every source of one evaluation, so matching, ties (smaller id first) and orders are the
+    same as on the text itself."""
+
+    def __init__(self, source, vocabularies: dict[str, np.ndarray]):
+        self._source, self._vocabularies = source, vocabularies
+
+    def __getattr__(self, name):
+        return getattr(self._source, name)
+
+    def _code(self, block: EmbeddingBlock) -> EmbeddingBlock:
+        coded = {name: np.searchsorted(vocab, getattr(block, name)).astype(np.int64)
+                 for name, vocab in self._vocabularies.items() if getattr(block, name) is not None}
+        return dataclasses.replace(block, **coded)
+
+    def iter_blocks(self, block_rows: int = 65536, part=(1, 1), verify: bool = True) -> Iterator[EmbeddingBlock]:
+        for block in self._source.iter_blocks(block_rows, part=part, verify=verify):
+            yield self._code(block)
+
+    def read_all(self) -> EmbeddingBlock:
+        return self._code(self._source.read_all())
+
+
+def unify_columns(*sources):
+    """The sources, with text ids and labels replaced by codes shared by all of them.
+
+    Integer columns pass through untouched. Raises BadInputError when one source has text ids
+    (or labels) and another integers: they could never match.
+    """
+    vocabularies = {}
+    for name in ("ids", "labels"):
+        kinds = {source_name(s): _column_kind(s, name) for s in sources if _column_kind(s, name)}
+        same_column_types(name, {who: np.zeros(0, "U1" if kind == UTF8 else np.int64) for who, kind in kinds.items()})
+        if UTF8 in kinds.values():
+            vocabularies[name] = np.unique(np.concatenate([_column_values(s, name) for s in sources
+                                                           if _column_kind(s, name)]))
+    if not vocabularies:
+        return sources
+    return tuple(CodedSource(source, vocabularies) for source in sources)

@@ -22,8 +22,9 @@ def sets(tmp_path):
     write_embedding_set(tmp_path / "old", old, header={"model_fingerprint": "old0"}, shard_rows=50)
     new = EmbeddingBlock(np.concatenate([old.embeddings, rng.normal(size=(120, 4)).astype(np.float32)], 1),
                          old.ids, old.labels)
-    write_embedding_set(tmp_path / "new", new, header={"model_fingerprint": "new0"})
-    write_embedding_set(tmp_path / "partial", new.take(np.arange(100)), header={})
+    bt2 = {"model_fingerprint": "new0", "compatible_dims": 16, "lineage": {"old_model": "old0", "ancestors": ["old0"]}}
+    write_embedding_set(tmp_path / "new", new, header=bt2)
+    write_embedding_set(tmp_path / "partial", new.take(np.arange(100)), header=bt2)
     old.uncertainty = None
     write_embedding_set(tmp_path / "plain", old, header={})
     np.savez(tmp_path / "unlabeled.npz", embeddings=old.embeddings)

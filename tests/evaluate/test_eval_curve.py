@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from compatctl.backfill.orders import backfill_order, budget_rows
 from compatctl.errors import BadInputError
 from compatctl.evaluate import backfill_curve, evaluate
+from compatctl.evaluate.sources import BlockSource
 from compatctl.store import EmbeddingBlock
 from tests.evaluate.reference import exact_embeddings, random_pair
 
@@ -61,8 +62,8 @@ def test_every_point_equals_a_fresh_evaluation(seed, queries, rows, steps, order
 def test_endpoints_equal_plain_evaluations_with_wider_new_gallery():
     query, gallery = random_pair(5, 30, 50, 4, 3, "cosine", exact=False)
     old, new = with_new_gallery(5, gallery, "cosine", extra_dims=2)
-    new_query = EmbeddingBlock(np.random.default_rng(0).normal(size=(30, 6)).astype(np.float32),
-                               query.ids, query.labels)
+    new_query = BlockSource(EmbeddingBlock(np.random.default_rng(0).normal(size=(30, 6)).astype(np.float32),
+                                           query.ids, query.labels), header={"compatible_dims": 4})  # a BT² query
     curve = backfill_curve(new_query, old, new, steps=3)["curve"]
     start = evaluate(new_query, old)["metrics"]
     end = evaluate(new_query, new.take(np.arange(50)))["metrics"]  # the 50 ids GALLERY has, all 6 dims

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from compatctl.errors import BadInputError
 from compatctl.evaluate import evaluate
+from compatctl.evaluate.sources import BlockSource
 from compatctl.store import EmbeddingBlock
 from tests.evaluate.reference import random_pair, reference_metrics
 
@@ -82,8 +83,11 @@ def test_wider_side_is_truncated_and_reported():
     query, gallery = random_pair(3, 20, 30, 4, 3, "l2")
     wide = EmbeddingBlock(np.concatenate([gallery.embeddings, np.ones((30, 3), np.float32)], 1),
                           gallery.ids, gallery.labels)
-    report = evaluate(query, wide, distance="l2")
-    assert report["dims"]["used"] == 4 and report["dims"]["truncated"]
+    with pytest.raises(BadInputError, match="different widths are compared only with --dims N"):
+        evaluate(query, wide, distance="l2")  # no lineage says the first 4 dims are the gallery's space
+    bt2 = BlockSource(wide, header={"compatible_dims": 4})
+    report = evaluate(query, bt2, distance="l2")
+    assert report["dims"]["used"] == 4 and report["dims"]["truncated"] and "BT²" in report["dims"]["note"]
     assert report["metrics"] == evaluate(query, gallery, distance="l2")["metrics"]
     forced = evaluate(query, wide, distance="l2", dims=2)
     assert forced["metrics"]["map"] == pytest.approx(reference_metrics(query, gallery, "l2", dims=2)["map"])
