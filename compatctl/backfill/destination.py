@@ -23,7 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from compatctl.errors import BadInputError
+from compatctl.store.columns import read_text_or_int
 from compatctl.store.embeddings import MANIFEST, claim_directory, is_temp_file, shard_file
+from compatctl.store.validate import read_json_file
 
 LINEAGE = {"gallery_fingerprint": "GALLERY", "transform_fingerprint": "transform",
            "side_info_fingerprint": "side-info"}
@@ -54,14 +56,14 @@ def prepare_destination(out: Path, *, resume_key: str, lineage: dict, part: tupl
         return "fresh"
     manifest = out / MANIFEST
     if manifest.is_file():
-        info = json.loads(manifest.read_text())
+        info = read_json_file(manifest, "manifest")
         if info.get("resume_key") == resume_key:
             return "resume"
         _check_lineage(out, info.get("backfill"), lineage)
         claim_directory(out, part, resume_key)  # before the old manifest goes
         manifest.unlink(missing_ok=True)
         return "continue"
-    keys = {json.loads(f.read_text()).get("resume_key") for f in out.glob("progress.part-*.json")}
+    keys = {read_json_file(f, "progress file").get("resume_key") for f in out.glob("progress.part-*.json")}
     if keys == {resume_key}:
         return "resume"
     if keys:
@@ -93,7 +95,9 @@ def earlier_backfilled(out: Path, index: int, ids: np.ndarray) -> np.ndarray:
         return np.zeros(len(ids), bool)
     try:
         with safe_open(str(file), framework="numpy") as handle:
-            same = np.array_equal(handle.get_tensor("ids"), ids)
+            stored = dict(ids=handle.get_tensor("ids")) if "ids" in handle.keys() else \
+                dict(ids_utf8=handle.get_tensor("ids_utf8"))
+            same = np.array_equal(read_text_or_int(stored, "ids"), ids)
             provenance = handle.get_tensor("provenance") if same else None
     except Exception:  # an unreadable leftover is simply not reused
         return np.zeros(len(ids), bool)

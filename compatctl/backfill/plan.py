@@ -52,7 +52,14 @@ def chosen_rows(shards: GalleryShards, *, order: str, seed: int, budget_rows: in
 
 
 def _csv(ranks: np.ndarray, ids: np.ndarray) -> str:
-    return "rank,id\n" + "".join(f"{r},{i}\n" for r, i in zip(ranks.tolist(), ids.tolist()))
+    import csv
+    import io
+
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")  # quotes string ids holding commas or quotes
+    writer.writerow(["rank", "id"])
+    writer.writerows(zip(ranks.tolist(), ids.tolist()))
+    return text.getvalue()
 
 
 def _jsonl(ranks: np.ndarray, ids: np.ndarray) -> str:
@@ -76,11 +83,20 @@ def write_plan(path: Path, ranks: np.ndarray, ids: np.ndarray) -> None:
 
 
 def read_plan(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(ranks, ids) of a plan written by :func:`write_plan`."""
-    lines = Path(path).read_text().splitlines()
+    """(ranks int64, ids) of a plan written by :func:`write_plan`.
+
+    ids are int64 for an integer gallery, text for a string one: a .jsonl plan keeps each id's
+    JSON type; in a .csv plan ids are text unless every one is a whole number.
+    """
+    import csv
+
+    text = Path(path).read_text(encoding="utf-8")
     if Path(path).suffix == ".csv":
-        pairs = [line.split(",") for line in lines[1:]]
+        pairs = list(csv.reader(text.splitlines()))[1:]
     else:
-        pairs = [(row["rank"], row["id"]) for row in map(json.loads, lines)]
-    array = np.array(pairs, dtype=np.int64).reshape(-1, 2)
-    return array[:, 0], array[:, 1]
+        pairs = [(row["rank"], row["id"]) for row in map(json.loads, text.splitlines())]
+    ranks = np.array([rank for rank, _ in pairs], dtype=np.int64)
+    ids = [identifier for _, identifier in pairs]
+    if all(isinstance(i, int) or (isinstance(i, str) and i.lstrip("-").isdigit()) for i in ids):
+        return ranks, np.array(ids, dtype=np.int64).reshape(-1)
+    return ranks, np.array([str(i) for i in ids], dtype=str)

@@ -216,7 +216,8 @@ def _backfill(inputs: Inputs, out: Path, *, part, budget, sources: dict, rows, o
                                                source=source),
                                 resume_key=key, shard_rows=inputs.shards.shard_rows, part=part,
                                 has_labels=inputs.gallery.has_labels,
-                                has_uncertainty=inputs.transform.has_uncertainty)
+                                has_uncertainty=inputs.transform.has_uncertainty,
+                                id_type=inputs.gallery.id_type, label_type=inputs.gallery.label_type or "int64")
     pending = writer.pending_shards()
     stats = {"out": str(out), "mode": mode, "part": list(part), "shards_total": writer.num_shards,
              "shards_written": len(pending), "rows_written": 0, "backfilled_rows": 0, "reused_rows": 0,

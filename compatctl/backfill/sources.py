@@ -16,6 +16,7 @@ import numpy as np
 from compatctl.backfill.rows import RowSpill, content_fingerprint, missing_ids_message
 from compatctl.errors import BadInputError
 from compatctl.store import IdIndex, expect_kind, open_embeddings
+from compatctl.store.columns import UTF8, column_type, same_column_types
 from compatctl.transform.compat import check_fingerprint
 
 
@@ -37,6 +38,9 @@ class MergedNewRows:
 
     def prepare(self, target_rows: np.ndarray, target_ids: np.ndarray,
                 progress: Callable[[int], None] | None = None) -> None:
+        if self.source.id_type != column_type(target_ids):
+            same_column_types("ids", {"GALLERY": target_ids, f"--new-embeddings {self.path}":
+                                      np.zeros(0, "U1" if self.source.id_type == UTF8 else np.int64)})
         self.spill = RowSpill(self.scratch, "new-rows.f32", target_rows, target_ids, self.source.dim)
         if len(target_rows):
             self.spill.fill(self.source.iter_blocks(self.block_rows), progress)
@@ -80,6 +84,9 @@ class EmbeddedNewRows:
         from compatctl.data import load_data
         from compatctl.models.embed import check_image_shape
 
+        if column_type(target_ids) == UTF8:
+            raise BadInputError(f"--data {self.data_spec}: its items have integer ids but GALLERY's ids are "
+                                "strings; embed the new rows yourself and merge them with --new-embeddings")
         self.data = load_data(self.data_spec, split="all")
         check_image_shape(self.model_header, self.data.image_shape, self.model_path, self.data_spec)
         rows, found = IdIndex(self.data.ids).locate(target_ids)

@@ -55,7 +55,7 @@ def _text(path: str, name: str, values: np.ndarray) -> np.ndarray:
     if len(values) and (np.char.str_len(values) == 0).any():
         raise BadInputError(f"{path}: '{name}' holds empty strings (first at row "
                             f"{int(np.flatnonzero(np.char.str_len(values) == 0)[0])}); give every row a value")
-    if len(values) and np.char.find(values, "\0").max() >= 0:
+    if any("\0" in value for value in values.tolist()):
         raise BadInputError(f"{path}: '{name}' holds a NUL character; remove it from the values")
     longest = int(np.char.str_len(np.char.encode(values, "utf-8")).max(initial=0))
     if longest > MAX_TEXT_BYTES:

@@ -13,11 +13,15 @@ import numpy as np
 
 from compatctl.errors import BadInputError
 from compatctl.store import EmbeddingBlock, IdIndex, check_rows, open_embeddings
+from compatctl.store.columns import UTF8, column_type, same_column_types
 
 
 @dataclasses.dataclass
 class Pairs:
-    """Matched rows: ``old[i]``, ``new[i]``, ``side_info[i]`` and ``labels[i]`` share ``ids[i]``."""
+    """Matched rows: ``old[i]``, ``new[i]``, ``side_info[i]`` and ``labels[i]`` share ``ids[i]``.
+
+    ``ids`` are int64 or text (as stored); text labels become int64 class codes.
+    """
 
     old: np.ndarray
     new: np.ndarray
@@ -61,6 +65,7 @@ def pair_by_id(old_path, new_path, side_info_path=None, *, min_matched: int = 1)
     """
     old_source, old = read_checked(old_path)
     new_source, new = read_checked(new_path)
+    same_column_types("ids", {str(old_path): old.ids, str(new_path): new.ids})
     common, old_index, new_index = np.intersect1d(old.ids, new.ids, assume_unique=True, return_indices=True)
     if len(common) == 0:
         raise BadInputError(f"{old_path} and {new_path} share no ids; embed the same items with both models "
@@ -71,10 +76,13 @@ def pair_by_id(old_path, new_path, side_info_path=None, *, min_matched: int = 1)
     side_info, side_fingerprint = None, None
     if side_info_path is not None:
         side_source, side = read_checked(side_info_path)
+        same_column_types("ids", {str(old_path): old.ids, str(side_info_path): side.ids})
         side_info = _rows_for_ids(side, old.ids, side_info_path, old_path)[old_index]
         side_fingerprint = side_source.model_fingerprint
     labels = new.labels[new_index] if new.labels is not None else (
         old.labels[old_index] if old.labels is not None else None)
+    if labels is not None and column_type(labels) == UTF8:
+        labels = np.unique(labels, return_inverse=True)[1].astype(np.int64)  # the fit only compares classes
     pairs = Pairs(old.embeddings[old_index], new.embeddings[new_index], common, side_info, labels)
     return PairedSources(pairs, len(old), len(new), old_source.model_fingerprint,
                          new_source.model_fingerprint, side_fingerprint)
