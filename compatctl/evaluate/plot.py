@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 from compatctl.errors import BadInputError
+from compatctl.store.artifacts import atomic_write_bytes
 
 
 def require_matplotlib() -> None:
@@ -54,6 +56,7 @@ def plot_curves(curves: dict[str, dict], path: Path, metrics: tuple[str, ...] = 
         axis.grid(alpha=0.3)
         axis.legend()
     figure.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
+    image = io.BytesIO()  # drawn in memory, then written atomically (a failed write leaves no half image)
+    figure.savefig(image, format=Path(path).suffix.lstrip(".").lower() or "png", dpi=120)
     plt.close(figure)
+    atomic_write_bytes(Path(path), image.getvalue())

@@ -8,10 +8,12 @@ are accepted when torch is already imported by the caller.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -24,19 +26,57 @@ META_KEY = "compatctl"
 KINDS = ("model", "transform", "embeddings")
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temp file in the same folder and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+# Write failures the user fixes on their side (space, quota, permissions): one line, exit 2.
+_USER_FIXABLE = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
+                 errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
+                 errno.EPERM: "permission denied"}
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it (other threads may be creating files)."""
     try:
+        with open("/proc/self/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:  # no /proc: the classic set-and-restore
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def honour_umask(fd: int) -> None:
+    """Give a file made by ``tempfile.mkstemp`` (mode 0600) the mode ``open`` would: 0666 & ~umask."""
+    os.fchmod(fd, 0o666 & ~current_umask())
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temp file in the same folder and a rename.
+
+    The file gets the mode a plain ``open`` would give (0666 minus the umask). On any failure
+    the temp file is removed and ``path`` is untouched; a full disk, quota or permission
+    problem raises BadInputError naming ``path``.
+    """
+    path = Path(path)
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as handle:
+            honour_umask(handle.fileno())
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno in _USER_FIXABLE:
+            raise BadInputError(f"{path}: cannot write it: {_USER_FIXABLE[exc.errno]} ({exc.strerror}); "
+                                "nothing was changed there; free space or fix permissions and re-run") from None
         raise
 
 
