@@ -44,6 +44,26 @@ def _check_lineage(out: Path, previous: dict | None, lineage: dict) -> None:
         raise BadInputError(f"--out {out}: its shard layout differs from GALLERY's; choose another --out")
 
 
+def check_budget(out: Path | None, budget: float, *, force: bool) -> None:
+    """Refuse a smaller ``budget`` than the one of the complete NEW_GALLERY at ``out``, unless ``force``:
+    rewriting it would turn expensive re-embedded rows back into transformed ones. Reads only
+    the manifest, so it runs before any work."""
+    manifest = Path(out) / MANIFEST if out is not None else None
+    if manifest is None or not manifest.is_file():
+        return
+    try:
+        earlier = read_json_file(manifest, "manifest").get("backfill") or {}
+    except BadInputError:
+        return  # an unreadable manifest is reported by prepare_destination
+    previous = earlier.get("budget")
+    if force or not isinstance(previous, (int, float)) or budget >= previous:
+        return
+    raise BadInputError(f"--out {out}: holds a NEW_GALLERY backfilled at --budget {previous} "
+                        f"({earlier.get('budget_rows')} re-embedded rows); --budget {budget} would throw "
+                        f"re-embedded rows away; pass --budget {previous} or more to continue it, choose "
+                        "another --out, or add --force to shrink it")
+
+
 def prepare_destination(out: Path, *, resume_key: str, lineage: dict, part: tuple[int, int]) -> str:
     """Check ``out`` against this run; return "fresh", "resume" or "continue" (see module doc).
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -144,8 +143,9 @@ class RowSpill:
 
 
 def scratch_dir(out: Path, part: tuple[int, int]) -> Path:
-    """A scratch folder next to NEW_GALLERY (same disk), emptied first: one per --part."""
-    out = Path(out)
-    scratch = out.parent / f".{out.name}.scratch-part-{part[0]}-of-{part[1]}"
-    shutil.rmtree(scratch, ignore_errors=True)
-    return scratch
+    """This run's scratch folder next to NEW_GALLERY (same disk): one per run and --part, so
+    concurrent workers never share one; what a killed run left is removed by the next run
+    (:func:`compatctl.store.outputs.remove_stale_scratch`)."""
+    from compatctl.store.outputs import scratch_folder
+
+    return scratch_folder(Path(out), f"part-{part[0]}-of-{part[1]}")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from compatctl.backfill.destination import (backfilled_ids, earlier_backfilled, earlier_rows,
+from compatctl.backfill.destination import (backfilled_ids, check_budget, earlier_backfilled, earlier_rows,
                                             prepare_destination, remove_temp_files)
 from compatctl.backfill.orders import ORDERS, budget_rows
 from compatctl.backfill.plan import check_plan_path, chosen_rows, write_plan
@@ -28,6 +28,7 @@ from compatctl.backfill.rows import GalleryShards, RowSpill, content_fingerprint
 from compatctl.backfill.sources import new_row_source
 from compatctl.errors import BadInputError
 from compatctl.store import PROVENANCE, EmbeddingBlock, EmbeddingSetWriter, open_embeddings
+from compatctl.store.outputs import remove_stale_scratch
 
 TRANSFORMED, BACKFILLED = PROVENANCE.index("transformed"), PROVENANCE.index("backfilled")
 DEFAULT_BLOCK_ROWS = 65536
@@ -157,6 +158,9 @@ def backfill(gallery_path, transform_path, out, *, budget: float = 0.0, order: s
     """
     started = time.perf_counter()
     budget_rows(budget, 0)  # validates the fraction before any file is read
+    if not plan_only:
+        check_budget(out, budget, force=force)
+    cleaned = remove_stale_scratch(Path(out if out is not None else plan_path)) if (out or plan_path) else []
     inputs = open_inputs(gallery_path, transform_path, side_info_path=side_info_path, force=force,
                          block_rows=block_rows)
     rows = budget_rows(budget, inputs.shards.rows)
@@ -173,7 +177,8 @@ def backfill(gallery_path, transform_path, out, *, budget: float = 0.0, order: s
         shutil.rmtree(scratch, ignore_errors=True)
     seconds = time.perf_counter() - started
     return {**summary, "rows": inputs.shards.rows, "budget": budget, "budget_rows": rows, "order": order,
-            "seed": seed, "seconds": seconds, "warnings": inputs.warnings + summary.pop("source_warnings", [])}
+            "seed": seed, "seconds": seconds,
+            "warnings": cleaned + inputs.warnings + summary.pop("source_warnings", [])}
 
 
 def _choose(inputs: Inputs, transformer: ShardTransformer, *, rows: int, order: str, seed: int,

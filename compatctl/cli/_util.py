@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 from collections.abc import Callable
 
 import typer
 from rich.console import Console
 
+from compatctl import __version__
 from compatctl.errors import CompatctlError
 
 app = typer.Typer(
@@ -23,16 +25,39 @@ console = Console()
 err_console = Console(stderr=True)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        console.print(f"compatctl {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _app_options(version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                              help="Print compatctl's version and exit.")) -> None:
+    """Update the embedding model of a retrieval system without re-embedding the whole gallery."""
+
+
 def guard(command: Callable) -> Callable:
     """Run a command body; turn a CompatctlError into one red line and its exit code (2, or 1 for gates)."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
+        from compatctl.store.outputs import command_scope
+
         try:
-            return command(*args, **kwargs)
+            with command_scope():  # output locks taken by the command are held until it ends
+                return command(*args, **kwargs)
         except CompatctlError as exc:
             err_console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            where = f"{exc.filename}: " if exc.filename else ""
+            err_console.print(f"[bold red]error:[/] {where}disk full ({exc.strerror}); free space and re-run "
+                              "the same command (complete files are kept)", markup=True, highlight=False,
+                              soft_wrap=True)
+            raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err_console.print("interrupted; re-run the same command to resume")
             raise typer.Exit(130) from None
@@ -70,3 +95,46 @@ def stage_reporter(progress, labels: dict[str, str] | None = None, unit: str | N
 def not_built(command: str) -> None:
     """For a command of the SPEC that this version does not implement yet."""
     raise CompatctlError(f"'compatctl {command}' is not built in this version yet")
+
+
+def config_keys_markdown(config_class: type, prefix: str = "") -> list[str]:
+    """One markdown bullet per key of a config dataclass (nested ones dotted): type, default, range, help."""
+    import dataclasses
+
+    lines = []
+    for field in dataclasses.fields(config_class):
+        name = f"{prefix}{field.name}"
+        nested = field.default_factory if field.default_factory is not dataclasses.MISSING else None
+        if nested is not None and dataclasses.is_dataclass(nested):
+            lines += config_keys_markdown(nested, name + ".")
+            continue
+        meta = field.metadata
+        default = nested() if nested is not None else field.default
+        facts = [str(field.type), f"default {default!r}" if default is not dataclasses.MISSING else ""]
+        if meta.get("choices"):
+            facts.append("one of " + " | ".join(map(str, meta["choices"])))
+        if meta.get("min") is not None or meta.get("max") is not None:
+            facts.append(f"{meta.get('min', '')}..{'' if meta.get('max') is None else meta['max']}")
+        lines.append(f"- `{name}` ({', '.join(f for f in facts if f)})" + (f": {meta['help']}" if meta.get("help") else ""))
+    return lines
+
+
+def config_keys_command(config_class: str) -> type:
+    """A Typer command class whose ``--help`` ends with every key of ``config_class`` ("module:Class").
+
+    The config module is imported only when help is shown, so the command itself starts as fast as before.
+    """
+    import importlib
+
+    from typer.core import TyperCommand
+
+    class ConfigKeysCommand(TyperCommand):
+        def format_help(self, ctx, formatter):
+            if not self.epilog:
+                module, name = config_class.split(":")
+                keys = config_keys_markdown(getattr(importlib.import_module(module), name))
+                self.epilog = ("**Config keys** (in the YAML file, or as key=value; nested keys dotted):\n\n"
+                               + "\n".join(keys))
+            return super().format_help(ctx, formatter)
+
+    return ConfigKeysCommand

@@ -27,7 +27,8 @@ def backfill_cli(
     part: str | None = typer.Option(None, "--part", help="I/N: write only worker I's shards of N."),
     plan_only: bool = typer.Option(False, "--plan-only", help="Only write the budget's ordered ids to --plan."),
     plan: Path | None = typer.Option(None, "--plan", help="Plan file: .csv (rank,id) or .jsonl."),
-    force: bool = typer.Option(False, "--force", help="Accept model-fingerprint mismatches."),
+    force: bool = typer.Option(False, "--force", help="Accept model-fingerprint mismatches, and a smaller "
+                               "--budget onto an existing NEW_GALLERY (its extra backfilled rows are dropped)."),
     block_rows: int = typer.Option(65536, "--block-rows", min=1, help="Rows read per block."),
 ) -> None:
     """Write NEW_GALLERY: GALLERY through the transform, the first ceil(budget*N) rows of the order
@@ -39,7 +40,11 @@ def backfill_cli(
     """
     from compatctl.backfill import backfill
     from compatctl.store import parse_part
+    from compatctl.store.outputs import Output, claim_outputs
 
+    writes = Output(plan, "plan", "--plan") if plan_only else Output(out, "embeddings", part=parse_part(part))
+    claim_outputs([writes], inputs=[gallery, transform, new_model, data, new_embeddings, side_info,
+                                    out if plan_only else None], force=force)
     with make_progress() as progress:
         summary = backfill(gallery, transform, out, budget=budget, order=order, seed=seed, side_info_path=side_info,
                            new_model=new_model, data=data, new_embeddings=new_embeddings, part=parse_part(part),

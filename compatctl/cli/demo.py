@@ -23,7 +23,9 @@ def demo_cli(
     Example: compatctl demo --out compatctl-demo
     """
     from compatctl.demo import QUICK, DemoSettings, run_demo, summary_rows
+    from compatctl.store.outputs import Output, claim_outputs
 
+    claim_outputs([Output(out, "demo")])
     with make_progress() as progress:
         report = run_demo(out, settings=QUICK if quick else DemoSettings(),
                           progress=stage_reporter(progress, unit=None))

@@ -27,7 +27,10 @@ def embed_cli(
     Example: compatctl embed runs/old/model.safetensors data/cifar10.tar.gz --out emb/old-test --split test
     """
     from compatctl.models.embed import embed_dataset
+    from compatctl.store import parse_part
+    from compatctl.store.outputs import Output, claim_outputs
 
+    claim_outputs([Output(out, "embeddings", part=parse_part(part))], inputs=[model, data])
     with make_progress() as bar:
         path = embed_dataset(model, data, out, split=split, batch_size=batch_size, part=part, dtype=dtype,
                              shard_rows=shard_rows, device=device, progress=stage_reporter(bar))

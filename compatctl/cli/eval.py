@@ -69,7 +69,10 @@ def eval_cli(
     Example: compatctl eval runs/new/test_emb runs/old/test_emb --json report.json --fail-under top1=0.45
     """
     from compatctl.evaluate.gates import check_gates, gate_names, parse_gates
+    from compatctl.store.outputs import Output, claim_outputs
 
+    claim_outputs([Output(json_path, "report", "--json"), Output(plot, "plot", "--plot")],
+                  inputs=[query, gallery, backfill_with, plan, *(spec.partition("=")[2] for spec in sets)])
     ks = _parse_topk(topk)
     options = dict(distance=distance, topk=ks, dims=dims, map_at_r=map_at_r, query_block=query_block)
     if sets or plan:

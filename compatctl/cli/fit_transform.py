@@ -6,10 +6,10 @@ from pathlib import Path
 
 import typer
 
-from compatctl.cli._util import app, console, err_console, guard, make_progress
+from compatctl.cli._util import app, config_keys_command, console, err_console, guard, make_progress
 
 
-@app.command("fit-transform")
+@app.command("fit-transform", cls=config_keys_command("compatctl.transform.config:TransformConfig"))
 @guard
 def fit_transform_cli(
     old_embeddings: Path = typer.Argument(..., help="Old-model embeddings (set directory, .npz or .safetensors)."),
@@ -18,6 +18,8 @@ def fit_transform_cli(
     side_info: Path | None = typer.Option(None, "--side-info", help="Side-info embeddings covering the old ids."),
     config: Path | None = typer.Option(None, "--config", help="YAML TransformConfig; key=value overrides win."),
     overrides: list[str] | None = typer.Argument(None, help="key=value overrides, e.g. kind=linear uncertainty=true"),
+    force: bool = typer.Option(False, "--force", help="Replace an existing --out that is not a transform, or "
+                               "one fitted on other embeddings."),
 ) -> None:
     """Fit a forward transform old (+ side-info) -> new (kinds: auto, linear, procrustes, mlp).
 
@@ -30,8 +32,12 @@ def fit_transform_cli(
 
     Example: compatctl fit-transform runs/old-emb runs/new-emb --out runs/h.safetensors uncertainty=true
     """
+    from compatctl.store.outputs import Output, claim_outputs, model_fingerprint_of
     from compatctl.transform import fit_transform, load_transform_config
 
+    claim_outputs([Output(out, "transform")], inputs=[old_embeddings, new_embeddings, side_info, config], force=force,
+                  lineage={"old_fingerprint": model_fingerprint_of(old_embeddings),
+                           "new_fingerprint": model_fingerprint_of(new_embeddings)})
     cfg = load_transform_config(config, overrides or [])
     with make_progress() as progress:
         task = progress.add_task(f"fit {cfg.kind}", total=cfg.epochs if cfg.kind in ("mlp", "auto") else 1, rate="")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from compatctl.cli._util import app, console, err_console, guard, make_progress
+from compatctl.cli._util import app, config_keys_command, console, err_console, guard, make_progress
 
 
 class EpochProgress:
@@ -33,7 +33,8 @@ class EpochProgress:
             self.task = None
 
 
-@app.command("train-new", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@app.command("train-new", cls=config_keys_command("compatctl.train.config:TrainConfig"),
+             context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 @guard
 def train_new_cli(
     ctx: typer.Context,
@@ -47,8 +48,10 @@ def train_new_cli(
     Example: compatctl train-new examples/cifar10/bct.yaml --old runs/old/model.safetensors
     --out runs/bct data=../shared/data/cifar10_jpg.tar.gz epochs=5
     """
+    from compatctl.store.outputs import Output, claim_outputs
     from compatctl.train import load_train_config, train_model
 
+    claim_outputs([Output(out, "training")], inputs=[config, old])
     train_config = load_train_config(config, list(ctx.args))
     with make_progress() as progress:
         path = train_model(train_config, out_dir=out, old_model=old, resume=resume, progress=EpochProgress(progress))
