@@ -73,7 +73,8 @@ def checked_column(path: str, name: str, values: np.ndarray) -> np.ndarray:
     """
     values = np.asarray(values)
     if values.ndim != 1:
-        raise BadInputError(f"{path}: '{name}' must be 1-D (one value per row), got shape {values.shape}")
+        raise BadInputError(f"{path}: '{name}' must be 1-D (one value per row), got shape {values.shape}; "
+                            f"save {name} as a flat array")
     kind = values.dtype.kind
     if kind in "US":
         return _text(path, name, values)

@@ -108,7 +108,7 @@ def check_rows(path: str, embeddings: np.ndarray, ids: np.ndarray, labels: np.nd
     unique, counts = np.unique(ids, return_counts=True)
     if len(unique) != rows:
         raise BadInputError(f"{path}: 'ids' has duplicates, e.g. {unique[counts > 1][:5].tolist()}; "
-                            "ids must be unique per row")
+                            "ids must be unique per row: drop or rename the duplicates")
 
 
 def progress_file(path: Path, part: tuple[int, int]) -> Path:
