@@ -78,7 +78,10 @@ def _train(settings: DemoSettings, out: Path, name: str, progress: Progress | No
         if progress is not None and event.get("event") in ("start", "epoch"):
             progress(step, event.get("epoch", 0), settings.epochs)
 
-    return train_model(config, out_dir=out / name, old_model=old, progress=on_event)
+    model = train_model(config, out_dir=out / name, old_model=old, progress=on_event)
+    if progress is not None:
+        progress(step, settings.epochs, settings.epochs)  # done: the bar ends full whatever the last event was
+    return model
 
 
 def _embed(settings: DemoSettings, model: Path, out: Path, split: str, progress: Progress | None) -> Path:
@@ -97,11 +100,17 @@ def _fit(old: Path, new: Path, out: Path, kind: str, settings: DemoSettings, pro
         overrides += ["uncertainty=true", f"epochs={settings.transform_epochs}"]
     step = f"fit-transform {kind}"
 
+    total = [settings.transform_epochs if kind == "mlp" else 1]
+
     def on_event(event: dict) -> None:
         if progress is not None and event.get("event") == "epoch":
+            total[0] = event["epochs"]
             progress(step, event["epoch"], event["epochs"])
 
-    return fit_transform(old, new, out, config=load_transform_config(None, overrides), progress=on_event)
+    report = fit_transform(old, new, out, config=load_transform_config(None, overrides), progress=on_event)
+    if progress is not None:
+        progress(step, total[0], total[0])  # early stopping ends a fit before its last epoch: show it done
+    return report
 
 
 def _apply(gallery: Path, transform: Path, out: Path, progress: Progress | None) -> Path:

@@ -138,3 +138,26 @@ def config_keys_command(config_class: str) -> type:
             return super().format_help(ctx, formatter)
 
     return ConfigKeysCommand
+
+
+def shell_command(args: list, width: int = 80, indent: str = "  ") -> str:
+    """``args`` as a shell command that survives copy-paste: each argument quoted, lines of at most
+    ``width`` columns joined by `` \\`` continuations, an option kept with its value (an argument
+    longer than a line gets a line of its own)."""
+    import shlex
+
+    words = [shlex.quote(str(arg)) for arg in args]
+    units, index = [], 0
+    while index < len(words):
+        pair = words[index].startswith("-") and index + 1 < len(words) and not words[index + 1].startswith("-")
+        pair = pair and len(indent) + 4 + len(words[index]) + 1 + len(words[index + 1]) + 2 <= width
+        units.append(" ".join(words[index:index + 1 + pair]))
+        index += 1 + pair
+    lines, line = [], indent + units[0]
+    for unit in units[1:]:
+        if len(line) + 1 + len(unit) + 2 > width:  # + " \"
+            lines.append(line + " \\")
+            line = indent + "    " + unit
+        else:
+            line += " " + unit
+    return "\n".join(lines + [line])

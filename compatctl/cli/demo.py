@@ -4,7 +4,7 @@ from pathlib import Path
 
 import typer
 
-from compatctl.cli._util import app, console, err_console, guard, make_progress, stage_reporter
+from compatctl.cli._util import app, console, err_console, guard, make_progress, shell_command, stage_reporter
 
 
 @app.command("demo")
@@ -45,10 +45,17 @@ def print_summary(report: dict, out: Path, rows: list[tuple[str, str, str, str]]
         err_console.print("backfill_curve.png not drawn: install matplotlib (pip install 'compatctl[plot]')")
     console.print(f"\nArtifacts in [bold]{out}[/]: report.json, backfill_curve.png, models, embeddings, transforms.")
     console.print("Next, try:")
-    for command in (f"compatctl inspect {out}/bt2/model.safetensors",
-                    f"compatctl eval {out}/emb/bt2-test {out}/emb/old-test --fail-under top1=0.3",
-                    f"compatctl backfill {out}/emb/old-test --transform {out}/transforms/mlp.safetensors "
-                    f"--out {out}/emb/backfilled --budget 0.3 --order uncertainty --new-embeddings {out}/emb/independent-test",
-                    f"compatctl eval {out}/emb/independent-test {out}/emb/h_mlp-test "
-                    f"--backfill-with {out}/emb/independent-test --order uncertainty --steps 10"):
-        console.print(f"  {command}", markup=False, highlight=False)
+    for command in next_commands(out):
+        console.print(shell_command(command), markup=False, highlight=False, soft_wrap=True)
+
+
+def next_commands(out: Path) -> list[list[str]]:
+    """The commands the demo suggests next, as argument lists, on its own artifacts."""
+    emb = out / "emb"
+    return [["compatctl", "inspect", out / "bt2" / "model.safetensors"],
+            ["compatctl", "eval", emb / "bt2-test", emb / "old-test", "--fail-under", "top1=0.3"],
+            ["compatctl", "backfill", emb / "old-test", "--transform", out / "transforms" / "mlp.safetensors",
+             "--out", emb / "backfilled", "--budget", "0.3", "--order", "uncertainty",
+             "--new-embeddings", emb / "independent-test"],
+            ["compatctl", "eval", emb / "independent-test", emb / "h_mlp-test", "--backfill-with",
+             emb / "independent-test", "--order", "uncertainty", "--steps", "10"]]

@@ -97,6 +97,10 @@ def eval_cli(
 
         plot_curve(report, plot)
     check_gates(report, gates)
+    if gates:
+        from compatctl.evaluate.gates import passed_gates_line
+
+        console.print(passed_gates_line(report, gates), highlight=False, soft_wrap=True)
 
 
 def _parse_topk(text: str) -> tuple[int, ...]:
@@ -180,7 +184,10 @@ def _show_report(report: dict) -> None:
     from rich.table import Table
 
     inputs = report["inputs"]
-    table = Table(title=f"{inputs['query']['path']} → {inputs['gallery']['path']}")
+    # The title is its own line, never wrapped: rich would break it inside the file names.
+    console.print(f"{inputs['query']['path']} → {inputs['gallery']['path']}", markup=False, highlight=False,
+                  soft_wrap=True, style="italic")
+    table = Table()
     table.add_column("metric")
     table.add_column("%", justify="right")
     for name, value in report["metrics"].items():

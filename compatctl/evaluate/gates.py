@@ -67,3 +67,11 @@ def check_gates(report: dict, gates: list[tuple[str, float]]) -> None:
     lines = failed_gates(report, gates)
     if lines:
         raise GateFailed("\n".join(lines))
+
+
+def passed_gates_line(report: dict, gates: list[tuple[str, float]]) -> str:
+    """One line naming every gate and its value, for a run where all passed (empty without gates)."""
+    if not gates:
+        return ""
+    values = gate_values(report)
+    return "gates passed: " + ", ".join(f"{name} = {values[name]:.4f} >= {threshold}" for name, threshold in gates)
