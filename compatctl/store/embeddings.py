@@ -241,7 +241,8 @@ class EmbeddingSetWriter:
         if len(block) != stop - start or block.embeddings.shape[1:] != (self.dim,):
             raise ValueError(f"shard {index} expects {stop - start} rows of dim {self.dim}, "
                              f"got {block.embeddings.shape}")
-        embeddings = np.ascontiguousarray(block.embeddings, dtype=self.dtype)
+        with np.errstate(over="ignore"):  # float16 overflow becomes Inf, refused just below
+            embeddings = np.ascontiguousarray(block.embeddings, dtype=self.dtype)
         self._refuse_non_finite(index, embeddings, block)
         tensors = {"embeddings": embeddings, **self._column("ids", block.ids, self.id_type),
                    "provenance": np.ascontiguousarray(
