@@ -98,6 +98,10 @@ class TrainConfig:
                                "padding; safe for digits and text in images), 'crop_flip' (also mirrors half "
                                "the images left-right: natural photos such as CIFAR-10), 'none'; the "
                                "contrastive method makes its own views and ignores it")
+    validation_fraction: float = option(0.1, min=0.0, max=0.5,
+                                        help="share of the training images held out (seeded, per class; at "
+                                             "most 2000) for the self-check after training: old/old, new/new "
+                                             "and new/old retrieval on them; 0 trains on every image, no check")
     device: str = option("auto", choices=("auto", "cpu", "cuda"))
     num_workers: int = option(0, min=0, max=64, help="threads that prepare the next batches (0: inline)")
     l2: L2Config = option(default_factory=L2Config)

@@ -4,6 +4,9 @@ All input checks of `train-new` happen here, before any training, and every prob
 in one BadInputError: a missing --old, data classes that do not include the old model's
 classes, class names that disagree, and the method's own checks (embedding dims, classifier
 coverage).
+
+The held-out slice of the self-check (train/selfcheck.py) is split off here, before the
+normalization statistics are computed, so the model never sees it.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import torch
 from compatctl.errors import BadInputError
 from compatctl.train.config import TrainConfig
 from compatctl.train.methods import FrozenModel, Method, Setup
+from compatctl.train.selfcheck import HeldOut, ids_digest, split_positions
 
 
 def _seed_everything(seed: int) -> None:
@@ -66,10 +70,25 @@ def _load_old(config: TrainConfig, method: Method, old_model: Path | None, devic
     return load_frozen(old_model, device, "--old")
 
 
+def hold_out(data, config: TrainConfig):
+    """(training ImageData, HeldOut or None): the self-check's slice split off ``data``."""
+    train, held = split_positions(data.labels, config.validation_fraction, config.seed)
+    if len(held) == 0:
+        return data, None
+    held_data = data.take(held)
+    return data.take(train), HeldOut(held_data.images, held_data.labels, held_data.ids, ids_digest(held_data.ids))
+
+
 def build_setup(config: TrainConfig, method: Method, old_model: Path | None) -> Setup:
+    """The training Setup of :func:`prepare_run` (without the held-out slice)."""
+    return prepare_run(config, method, old_model)[0]
+
+
+def prepare_run(config: TrainConfig, method: Method, old_model: Path | None) -> tuple[Setup, HeldOut | None]:
     """Load data and models for a run and check them together; the new model is freshly initialised.
 
-    Raises BadInputError naming every problem found.
+    Returns the Setup (training images only) and the self-check's held-out slice (None when
+    ``validation_fraction`` is 0). Raises BadInputError naming every problem found.
     """
     from compatctl.data import load_data, resolve_classes, select_classes
     from compatctl.data.transforms import compute_normalization, to_tensor
@@ -86,6 +105,7 @@ def build_setup(config: TrainConfig, method: Method, old_model: Path | None) -> 
     problems = _old_problems(old, classes, data.class_names, data.image_shape[-1]) if old is not None else []
     if problems:
         raise BadInputError("; ".join(problems))
+    data, held_out = hold_out(data, config)
     _seed_everything(config.seed)
     num_classes = max(classes) + 1  # labels keep the dataset's numbering
     spec = ModelSpec(config.arch, config.embedding_dim, num_classes, in_channels=data.image_shape[-1],
@@ -97,7 +117,7 @@ def build_setup(config: TrainConfig, method: Method, old_model: Path | None) -> 
     problems = method.check(setup)  # _load_old already refused a missing --old
     if problems:
         raise BadInputError("; ".join(problems))
-    return setup
+    return setup, held_out
 
 
 def lineage_of(config: TrainConfig, setup: Setup) -> dict:

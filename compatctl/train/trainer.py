@@ -9,6 +9,9 @@ A loss that is not finite or explodes stops the run within the epoch (train/dive
 BadInputError naming the epoch, the batch and what to change; nothing is saved for that epoch
 and a fresh run leaves nothing behind in ``out_dir``.
 
+After the last epoch the self-check (train/selfcheck.py) measures old/old, new/new and new/old
+retrieval on the held-out slice; its report goes into the checkpoint's ``extra["self_check"]``.
+
 Under ``torchrun`` (``WORLD_SIZE`` > 1) each global batch of ``batch_size`` images is split
 across ranks, gradients are averaged by DDP (gloo on CPU, nccl on CUDA), and only rank 0 writes.
 """
@@ -33,7 +36,8 @@ from compatctl.train.config import TrainConfig, config_differences
 from compatctl.train.divergence import (DivergedError, LossWatch, file_marks, loss_diverged, remove_run_files,
                                         weights_diverged, weights_finite)
 from compatctl.train.methods import MethodLoss, Setup, get_method
-from compatctl.train.setup import build_setup, checkpoint_state, lineage_of
+from compatctl.train.selfcheck import HeldOut, run_self_check
+from compatctl.train.setup import checkpoint_state, lineage_of, prepare_run
 from compatctl.train.state import STATE_FILE, read_state, restore_optimizer, save_state
 
 MODEL_FILE = "model.safetensors"
@@ -178,8 +182,9 @@ def run_epoch(model, optimizer, setup: Setup, method_loss: MethodLoss, epoch: in
             "lr": optimizer.param_groups[0]["lr"]}
 
 
-def _check_resume(out_dir: Path, meta: dict, config: TrainConfig, old_fingerprint: str | None) -> None:
-    """The saved run (``meta`` of its training state) must have this config and old model."""
+def _check_resume(out_dir: Path, meta: dict, config: TrainConfig, old_fingerprint: str | None,
+                  held_out: HeldOut | None) -> None:
+    """The saved run (``meta`` of its training state) must have this config, old model and held-out slice."""
     differing = config_differences(meta["config"], to_dict(config))
     if differing:
         raise BadInputError(f"{out_dir}: --resume with a different config; differing keys: {', '.join(differing)}; "
@@ -187,6 +192,11 @@ def _check_resume(out_dir: Path, meta: dict, config: TrainConfig, old_fingerprin
     if meta.get("old_model") != old_fingerprint:
         raise BadInputError(f"{out_dir}: --resume with a different --old model (fingerprint {old_fingerprint}, "
                             f"the run used {meta.get('old_model')}); pass the original old model")
+    digest = held_out.digest if held_out is not None else None
+    if meta.get("held_out") != digest:
+        raise BadInputError(f"{out_dir}: --resume would hold out other images for the self-check than the run did "
+                            f"(digest {digest}, the run's {meta.get('held_out')}): the training data changed; "
+                            "resume with the original data, or train into a new --out")
 
 
 def _check_fresh(out_dir: Path) -> None:
@@ -204,11 +214,13 @@ def _trim_metrics(path: Path, epochs_done: int) -> None:
 
 
 def _save_epoch(out_dir: Path, setup: Setup, model, optimizer, metrics: dict, lineage: dict,
-                state_extra: dict) -> str:
+                state_extra: dict, self_check: dict | None = None) -> str:
     from compatctl.models import save_model
 
     config = setup.config
     extra = {"classes": setup.classes, "epochs_done": metrics["epoch"], "metrics": metrics}
+    if self_check is not None:
+        extra["self_check"] = self_check
     if setup.old is not None and config.method == "bt2":
         extra["compatible_dims"] = setup.old.embedding_width
     fingerprint = save_model(out_dir / MODEL_FILE, model, config=to_dict(config),
@@ -220,6 +232,23 @@ def _save_epoch(out_dir: Path, setup: Setup, model, optimizer, metrics: dict, li
     with open(out_dir / METRICS_FILE, "a") as handle:  # strict JSON: a NaN would raise, never be written
         handle.write(json.dumps(metrics, sort_keys=True, allow_nan=False) + "\n")
     return fingerprint
+
+
+def _self_check(setup: Setup, model, held_out: HeldOut | None) -> dict | None:
+    """The self-check report of the trained ``model`` (None without a held-out slice)."""
+    if held_out is None:
+        return None
+    model.eval()
+    dims = setup.old.embedding_width if setup.old is not None and setup.config.method == "bt2" else None
+    return run_self_check(model, setup.normalization.to_dict(), held_out, setup.old, compatible_dims=dims,
+                          device=str(setup.device))
+
+
+def _saved_self_check(out_dir: Path) -> dict | None:
+    """The self-check stored with a finished run's model (a resume with no epoch left to train)."""
+    from compatctl.store import read_header
+
+    return read_header(out_dir / MODEL_FILE).get("extra", {}).get("self_check")
 
 
 def _wrap_ddp(model, setup: Setup, world: World, uses_classifier: bool):
@@ -238,6 +267,24 @@ def _barrier(world: World) -> None:
         dist.barrier()
 
 
+def _restore(out_dir: Path, config: TrainConfig, setup: Setup, optimizer, lineage: dict,
+             held_out: HeldOut | None) -> dict:
+    """--resume: check the saved run against this one, load its weights and optimizer; its state's info."""
+    meta, state = read_state(out_dir)  # read once: checked, then restored
+    _check_resume(out_dir, meta, config, lineage["old_model"], held_out)
+    setup.new_model.load_state_dict(checkpoint_state(out_dir / MODEL_FILE, setup.device))
+    restore_optimizer(optimizer, meta, state)
+    return meta
+
+
+def _diverged(exc: DivergedError, out_dir: Path, resumed_after: int | None, cleanup: Callable[[], None]):
+    """The error to raise for a diverged run, after removing what a fresh run wrote."""
+    if resumed_after is not None:
+        return DivergedError(f"{exc}; {out_dir} keeps the {resumed_after} earlier epoch(s) as they were")
+    cleanup()
+    return DivergedError(f"{exc}; nothing was written to {out_dir}")
+
+
 def train_model(config: TrainConfig, *, out_dir: Path, old_model: Path | None = None, resume: bool = False,
                 progress: Progress | None = None) -> Path:
     """Train a model as ``config`` says and write it to ``out_dir/model.safetensors``.
@@ -245,55 +292,57 @@ def train_model(config: TrainConfig, *, out_dir: Path, old_model: Path | None = 
     Args:
         config: a loaded TrainConfig (see :func:`compatctl.train.config.load_train_config`).
         out_dir: where the model, ``metrics.jsonl``, ``config.json`` and the resumable state go.
-        old_model: the previous model (needed by l2, bct, bt2).
+        old_model: the previous model (needed by l2, bct, bt2; compared in the self-check).
         resume: continue the run in ``out_dir`` from its last finished epoch.
-        progress: called with dicts: ``{"event": "start", "config", ...}``, ``"batch"``, ``"epoch"`` (metrics).
-    Returns: the path of the model file.
-    Raises: CompatctlError subclasses for bad configs, inputs and resume mismatches.
+        progress: called with dicts: ``{"event": "start", "config", ...}``, ``"batch"``, ``"epoch"`` (metrics),
+            and ``{"event": "self_check", "report": ...}`` at the end (see train/selfcheck.py).
+    Returns: the path of the model file; its ``extra["self_check"]`` holds the self-check report.
+    Raises: CompatctlError subclasses for bad configs, inputs and resume mismatches; DivergedError
+        (a BadInputError) when the loss or the weights stop being finite.
     """
     out_dir = Path(out_dir)
     method = get_method(config.method)
-    setup = build_setup(config, method, old_model)
+    setup, held_out = prepare_run(config, method, old_model)
     world = _world(setup.device)
     lineage = lineage_of(config, setup)
     model = setup.new_model
     optimizer = make_optimizer(config, model)
-    meta = {}
     if resume:
-        meta, state = read_state(out_dir)  # read once: checked, then restored
-        _check_resume(out_dir, meta, config, lineage["old_model"])
-        model.load_state_dict(checkpoint_state(out_dir / MODEL_FILE, setup.device))
-        restore_optimizer(optimizer, meta, state)
+        meta = _restore(out_dir, config, setup, optimizer, lineage, held_out)
     else:
         _check_fresh(out_dir)
+        meta = {}
     start_epoch = meta.get("epochs_done", 0)
     dir_existed, marks = out_dir.is_dir(), file_marks(out_dir, RUN_FILES)
     if world.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(out_dir / CONFIG_FILE, to_dict(config))
         _trim_metrics(out_dir / METRICS_FILE, start_epoch) if resume else (out_dir / METRICS_FILE).unlink(missing_ok=True)
-    if progress is not None and world.is_main:
-        progress({"event": "start", "config": to_dict(config), "start_epoch": start_epoch, "epochs": config.epochs,
-                  "world_size": world.size, "device": str(setup.device), "images": len(setup.labels)})
+    report = progress if world.is_main else None
+    if report is not None:
+        report({"event": "start", "config": to_dict(config), "start_epoch": start_epoch, "epochs": config.epochs,
+                "world_size": world.size, "device": str(setup.device), "images": len(setup.labels),
+                "held_out": len(held_out.labels) if held_out is not None else 0})
     method_loss = method.build(setup)
     trained = _wrap_ddp(model, setup, world, method.uses_classifier)
     watch = LossWatch(setup.device, meta.get("reference_loss"))
+    self_check = _saved_self_check(out_dir) if start_epoch >= config.epochs and world.is_main else None
     for epoch in range(start_epoch, config.epochs):
         try:
-            metrics = run_epoch(trained, optimizer, setup, method_loss, epoch, world,
-                                progress if world.is_main else None, watch)
+            metrics = run_epoch(trained, optimizer, setup, method_loss, epoch, world, report, watch)
             if not weights_finite(model):
                 raise weights_diverged(config, epoch)
         except DivergedError as exc:
-            if world.is_main and not resume:
-                remove_run_files(out_dir, marks, dir_existed)
-            kept = f"{out_dir} keeps the {start_epoch} earlier epoch(s) as they were" if resume else \
-                f"nothing was written to {out_dir}"
-            raise DivergedError(f"{exc}; {kept}") from None
+            cleanup = (lambda: remove_run_files(out_dir, marks, dir_existed)) if world.is_main else (lambda: None)
+            raise _diverged(exc, out_dir, start_epoch if resume else None, cleanup) from None
         if world.is_main:
+            self_check = _self_check(setup, model, held_out) if epoch + 1 == config.epochs else None
             metrics["fingerprint"] = _save_epoch(out_dir, setup, model, optimizer, metrics, lineage,
-                                                 {"reference_loss": watch.reference})
-            if progress is not None:
-                progress({"event": "epoch", **metrics})
+                                                 {"reference_loss": watch.reference,
+                                                  "held_out": held_out.digest if held_out else None}, self_check)
+            if report is not None:
+                report({"event": "epoch", **metrics})
         _barrier(world)
+    if report is not None and self_check is not None:
+        report({"event": "self_check", "report": self_check})
     return out_dir / MODEL_FILE

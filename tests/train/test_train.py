@@ -54,6 +54,8 @@ def test_resume_is_bit_for_bit(tmp_path):
     _train_one_epoch_of_two(stopped)
     resumed = train_model(config("epochs=2"), out_dir=stopped, resume=True)
     assert load_model(straight)[1]["fingerprint"] == load_model(resumed)[1]["fingerprint"]
+    check = load_model(straight)[1]["extra"]["self_check"]  # the same held-out slice, the same report
+    assert check["images"] > 0 and check == load_model(resumed)[1]["extra"]["self_check"]
     lines = (stopped / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
 
