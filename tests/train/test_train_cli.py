@@ -127,3 +127,7 @@ def test_torchrun_ddp_two_processes(config_file, tmp_path):
     from compatctl.models import load_model
 
     load_model(out / "model.safetensors")
+
+
+def test_unknown_augmentation_lists_the_choices(runner, config_file, tmp_path):
+    assert_bad(run(runner, config_file, "--out", tmp_path / "m", "augment=flip"), "'augment'", "crop_flip")
