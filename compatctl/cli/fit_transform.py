@@ -67,7 +67,7 @@ def _candidates(record: dict | None) -> None:
     for column in ("candidate", f"val {first}", f"val {second}", "chosen"):
         table.add_column(column, justify="left" if column == "candidate" else "right")
     for row in record["table"]:
-        table.add_row(row["candidate"], f"{row[first]:.4f}", f"{row[second]:.4f}", "*" if row["chosen"] else "")
+        table.add_row(row["candidate"], f"{row[first]:.4f}", f"{row[second]:.4f}", "*" if row["chosen"] else row.get("note", ""))
     console.print(table)
 
 

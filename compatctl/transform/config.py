@@ -56,6 +56,9 @@ class TransformConfig:
     structure_weight: float = option(0.0, min=0.0, max=1e4,
                                      help="in-batch similarity structure: mean (cos(new_i, h_j) - cos(new_i, new_j))^2")
     mu_unc: float = option(0.5, min=0.0, max=100.0, help="FastFill's weight on the log-variance s")
+    mlp_margin: float = option(2.0, min=0.0, max=100.0,
+                               help="auto keeps the mlp over the best closed form only when its validation top-1 "
+                                    "gain exceeds this many standard errors of the paired difference (0: any gain)")
     # closed form
     ridge: float | None = option(None, min=0.0, max=1e6,
                                  help="linear: ridge strength relative to the mean eigenvalue; null = chosen "

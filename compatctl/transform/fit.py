@@ -20,7 +20,7 @@ from compatctl.transform.artifact import Transform
 from compatctl.transform.closed_form import affine_apply, fit_procrustes, ridge_path
 from compatctl.transform.config import FALLBACK_RIDGE, TransformConfig, check_combination
 from compatctl.transform.pairs import Pairs, pair_by_id, split_validation
-from compatctl.transform.select import Scorer, best_index, candidates_record
+from compatctl.transform.select import Scorer, best_index, candidates_record, paired_gain
 
 
 @dataclasses.dataclass
@@ -104,17 +104,36 @@ def fit_mlp_kind(train, scorer, config, progress=None) -> Fitted:
 def fit_auto(train, scorer, config, progress=None) -> Fitted:
     """Every closed form, then the mlp on top of the best; keep the best on validation.
 
-    The mlp starts at (and can stop at) the best closed form, so the result's validation score
-    is never below the best closed form's. With ``uncertainty`` the mlp is returned (it carries
-    the head) even when the closed form ties it.
+    The mlp starts at (and can stop at) the best closed form; it replaces that closed form only
+    when its validation top-1 gain is significant (``config.mlp_margin``, see
+    compatctl.transform.select), so the result's validation score is never below the best closed
+    form's. With ``uncertainty`` the mlp is returned (it carries the head; epoch 0 if the
+    closed form wins, with the head trained alone).
     """
     base = _fit_closed(train, scorer, config, with_procrustes=True)
     row, tensors, architecture = _mlp_on(base, train, scorer, config, progress)
     candidates = base.candidates + [row]
-    mlp_wins = config.uncertainty or scorer.key(row) > scorer.key(base.candidates[base.chosen])
-    if mlp_wins:
+    if config.uncertainty or _mlp_wins(scorer, base, row, tensors, config):
         return Fitted("mlp", tensors, architecture, candidates, len(candidates) - 1)
     return dataclasses.replace(base, candidates=candidates)
+
+
+def _mlp_wins(scorer: Scorer, base: Fitted, row: dict, tensors: dict, config: TransformConfig) -> bool:
+    """Is the mlp's validation top-1 gain over the best closed form larger than ``mlp_margin`` SEs?
+    Records the paired counts in the mlp's candidate row."""
+    if scorer.key(row) <= scorer.key(base.candidates[base.chosen]):
+        return False
+    pairs = scorer.pairs
+    header = {"transform_kind": "mlp", "old_dim": pairs.old.shape[1], "new_dim": pairs.new.shape[1],
+              "side_info_dim": 0 if pairs.side_info is None else pairs.side_info.shape[1]}
+    mapped = Transform(header, tensors).apply(pairs.old, pairs.side_info)[0]
+    closed = affine_apply(base.tensors, pairs.old, pairs.side_info)
+    only_mlp, only_closed, z = paired_gain(scorer.hits(mapped), scorer.hits(closed))
+    row.update({"only_mlp_right": only_mlp, "only_closed_form_right": only_closed, "gain_se": round(z, 3)})
+    if z > config.mlp_margin:
+        return True
+    row["note"] = f"gain {z:.2f} SE <= mlp_margin {config.mlp_margin:g}"
+    return False
 
 
 # kind -> fitter(train: Pairs, scorer: Scorer | None, config, progress) -> Fitted

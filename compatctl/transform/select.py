@@ -10,6 +10,11 @@ and leave-one-out as ``compatctl eval``):
   pair is the only relevant row, so this needs no labels and still measures ranking.
 
 Candidates are compared by (metric, tie-break); on an exact tie the earlier (simpler) one wins.
+A validation split of a few hundred rows makes top-1 noisy, and the mlp is picked as the best
+of many epochs, so ``kind: auto`` replaces the best closed form by the mlp only when the mlp's
+gain is larger than ``mlp_margin`` standard errors of the paired difference (McNemar: queries
+only the mlp gets right minus queries only the closed form gets right, against the square root
+of their sum; see ``paired_gain``).
 """
 
 from __future__ import annotations
@@ -66,6 +71,35 @@ class Scorer:
     def key(self, scores: dict[str, float]) -> tuple[float, float]:
         first, second = self.names
         return scores[first], scores[second]
+
+
+    def hits(self, mapped: np.ndarray, block_rows: int = 2048) -> np.ndarray:
+        """Per-query top-1 hit (bool [rows]) under the rules of ``score``; numpy, in blocks."""
+        new, mapped = self.pairs.new.astype(np.float32), np.asarray(mapped, np.float32)
+        if self.distance == "cosine":
+            new = new / np.maximum(np.linalg.norm(new, axis=1, keepdims=True), 1e-12)
+            mapped = mapped / np.maximum(np.linalg.norm(mapped, axis=1, keepdims=True), 1e-12)
+            bias = np.zeros(len(mapped), np.float32)
+        else:
+            bias = -0.5 * (mapped * mapped).sum(1)
+        hits = np.empty(len(new), bool)
+        for start in range(0, len(new), block_rows):
+            rows = np.arange(start, min(start + block_rows, len(new)))
+            scores = new[rows] @ mapped.T + bias
+            if self.labelled:  # leave-one-out; argmax takes the smallest row (= id) on ties, as eval
+                scores[np.arange(len(rows)), rows] = -np.inf
+                hits[rows] = self.pairs.labels[scores.argmax(1)] == self.pairs.labels[rows]
+            else:
+                hits[rows] = scores.argmax(1) == rows
+        return hits
+
+
+def paired_gain(challenger_hits: np.ndarray, incumbent_hits: np.ndarray) -> tuple[int, int, float]:
+    """(queries only the challenger gets right, only the incumbent, their difference in standard errors)."""
+    only_challenger = int((challenger_hits & ~incumbent_hits).sum())
+    only_incumbent = int((incumbent_hits & ~challenger_hits).sum())
+    spread = np.sqrt(only_challenger + only_incumbent)
+    return only_challenger, only_incumbent, float((only_challenger - only_incumbent) / spread) if spread else 0.0
 
 
 def best_index(scorer: Scorer, rows: list[dict]) -> int:
