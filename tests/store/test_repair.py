@@ -93,3 +93,20 @@ def test_writer_refuses_non_finite_rows(runner, tmp_path):
         write_embedding_set(tmp_path / "big", EmbeddingBlock(world.new * 1e6, world.ids), header={},
                             dtype="float16")
     assert transform.exists()
+
+
+def test_embed_refuses_nan_rows_before_writing_the_shard(runner, tmp_path):
+    import torch
+
+    from compatctl.models import ModelSpec, build_model, save_model
+
+    model = build_model(ModelSpec("tiny_cnn", embedding_dim=6, num_classes=4)).eval()
+    with torch.no_grad():
+        model.head.bias.fill_(float("nan"))  # a diverged model: every embedding is NaN
+    path = tmp_path / "nan.safetensors"
+    save_model(path, model, config={}, normalization=None, lineage={}, image_shape=(16, 16, 3))
+    out = tmp_path / "emb"
+    result = runner.invoke(app, ["embed", str(path), DATA, "--out", str(out), "--device", "cpu"])
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert result.exit_code == 2 and len(errors) == 1 and "rows of NaN or Inf" in result.output, result.output
+    assert not list(out.glob("shard-*.safetensors")) and not (out / "manifest.json").exists()
