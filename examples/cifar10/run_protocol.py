@@ -6,7 +6,8 @@ Trains the old model (first 5 classes), then on all 10 classes an independent ne
 BCT, BT² (distilling from the independent model) and a contrastive side-info model; embeds
 the test split with each; evaluates query/gallery pairs (leave-one-out on the test split) and
 prints old/old and, per method, new/new and new/old (top-1 and mAP). BT²'s new/old compares
-the first d_old (compatible) dims of its embeddings (eval's rule for unequal widths). Steps
+the first d_old (compatible) dims of its embeddings: the BT² set's lineage metadata (written by
+embed) tells eval that its first d_old dims are the old space. Steps
 already done are skipped (a killed run resumes), so re-running is cheap. ``--skip-eval`` stops after the embeddings.
 """
 
@@ -37,7 +38,7 @@ CASES = [
     ("bct new/new", "bct", "bct"),
     ("bct new/old", "bct", "old"),
     ("bt2 new/new", "bt2", "bt2"),
-    ("bt2 new/old", "bt2", "old"),  # eval compares the first min(D) dims: the compatible part
+    ("bt2 new/old", "bt2", "old"),  # the first d_old dims (compatible_dims + lineage in the BT² set)
 ]
 
 
