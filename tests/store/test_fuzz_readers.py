@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from compatctl.errors import CompatctlError
-from compatctl.store import EmbeddingBlock, open_embeddings, read_header, save_artifact, write_embedding_set
+from compatctl.store import EmbeddingBlock, fingerprint_arrays, open_embeddings, read_header, write_embedding_set
 from compatctl.store.describe import describe
 
 FAST, SLOW = 60, 2100  # examples per reader: 5 readers -> 300 files by default, 10,500 with -m slow
@@ -27,6 +27,14 @@ json_values = st.recursive(st.none() | st.booleans() | st.integers(-2**70, 2**70
                            lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
                                                                                         max_size=4), max_leaves=12)
 byte_edits = st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), min_size=1, max_size=6)
+
+
+def save_artifact(path: Path, tensors: dict, kind: str, meta: dict) -> None:
+    """store.save_artifact's bytes, written without its fsync (thousands of files)."""
+    from safetensors.numpy import save
+
+    header = {"format_version": 1, "kind": kind, "fingerprint": fingerprint_arrays(tensors), **meta}
+    path.write_bytes(save(tensors, metadata={"compatctl": json.dumps(header)}))
 
 
 def read_everything(path: Path) -> None:
@@ -40,12 +48,22 @@ def read_everything(path: Path) -> None:
         pass
 
 
+_TEMPLATES: dict[bool, dict[str, bytes]] = {}
+
+
 def _set(root: Path, text_ids: bool) -> Path:
-    rng = np.random.default_rng(0)
-    ids = np.array([f"id-{i}" for i in range(20)]) if text_ids else np.arange(20)
-    block = EmbeddingBlock(rng.normal(size=(20, 3)).astype(np.float32), ids, np.arange(20) % 4,
-                           uncertainty=rng.random(20).astype(np.float32))
-    write_embedding_set(root / "set", block, header={"model_fingerprint": "f" * 16}, shard_rows=8)
+    """A valid 3-shard set in ``root/set``: written once per id type, then copied (no fsync per example)."""
+    if text_ids not in _TEMPLATES:
+        rng = np.random.default_rng(0)
+        ids = np.array([f"id-{i}" for i in range(20)]) if text_ids else np.arange(20)
+        block = EmbeddingBlock(rng.normal(size=(20, 3)).astype(np.float32), ids, np.arange(20) % 4,
+                               uncertainty=rng.random(20).astype(np.float32))
+        with tempfile.TemporaryDirectory() as tmp:
+            write_embedding_set(Path(tmp) / "set", block, header={"model_fingerprint": "f" * 16}, shard_rows=8)
+            _TEMPLATES[text_ids] = {p.name: p.read_bytes() for p in (Path(tmp) / "set").iterdir()}
+    (root / "set").mkdir()
+    for name, data in _TEMPLATES[text_ids].items():
+        (root / "set" / name).write_bytes(data)
     return root / "set"
 
 
