@@ -8,7 +8,7 @@ Synthetic pairs (default): a random nonlinear teacher maps clustered latents to 
         [--side-train S --side-test ST] --cores 2                      # real embedding sets
 
 Rows are paired by id. Cases: raw old/old, new/new, new/old; then new queries against the
-transformed old gallery for linear, procrustes, mlp (+ side-info), and the FCT reference
+transformed old gallery for linear, procrustes, mlp, auto (+ side-info), and the FCT reference
 (~5.7 M params; BatchNorm; Adam 5e-4, wd 2^-15, batch 1024, 80 epochs, cosine with 5 warm-up
 epochs, BN frozen from epoch 40; on CUDA when present). Top-1 is leave-one-out on the test split
 (l2); gap closed = (M(case) − M(old/old)) / (M(new/new) − M(old/old)).
@@ -90,7 +90,7 @@ def fit_ours(train, kind, workdir: Path, side: bool, overrides: list[str]):
     if side:
         side_path = workdir / "side.npz"
         np.savez(side_path, embeddings=train["side"], ids=ids)
-    config = load_transform_config(None, [f"kind={kind}", *(overrides if kind == "mlp" else [])])
+    config = load_transform_config(None, [f"kind={kind}", *(overrides if kind in ("mlp", "auto") else [])])
     out = workdir / f"{kind}{'-side' if side else ''}.safetensors"
     started = time.perf_counter()
     report = fit_transform(workdir / "old.npz", workdir / "new.npz", out, side_info_path=side_path, config=config)
@@ -116,12 +116,13 @@ def main() -> None:
           f"new {train['new'].shape[1]}, side {None if train['side'] is None else train['side'].shape[1]}; "
           f"compatctl fits on {len(os.sched_getaffinity(0))} cores, torch threads {torch.get_num_threads()}")
     with tempfile.TemporaryDirectory() as tmp:
-        cases = [("linear", False), ("procrustes", False), ("mlp", False)]
+        cases = [("linear", False), ("procrustes", False), ("mlp", False), ("auto", False)]
         cases += [("linear", True), ("mlp", True)] if train["side"] is not None else []
         for kind, side in cases:
             transform, seconds, report = fit_ours(train, kind, Path(tmp), side, args.set)
             mapped, _ = transform.apply(test["old"], test["side"] if side else None)
             epochs = report["architecture"].get("epochs_run", "")
+            epochs = f"{epochs} {report['kind']}" if kind == "auto" else epochs
             rows.append((f"new/h(old) {kind}{' +side' if side else ''}", metric(mapped), _rel_mse(mapped, test["new"]),
                          f"{transform.parameter_count():,}", f"{seconds:.1f}", f"{epochs} cpu"))
     os.sched_setaffinity(0, all_cores)

@@ -1,0 +1,179 @@
+"""kind auto: selection on validation retrieval, the candidates' table, the defaults it replaced."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from compatctl.cli import app
+from compatctl.transform import TransformConfig, fit_transform, load_transform, load_transform_config
+from tests.transform.helpers import clustered_old, save_set
+
+FAST_MLP = {"width": 64, "branch_width": 64, "blocks": 1, "epochs": 8, "batch_size": 128, "threads": 1}
+
+
+def _fit(tmp_path, old, new, labels=None, side=None, **config):
+    old_path = save_set(tmp_path / "old", old, labels=labels)
+    new_path = save_set(tmp_path / "new", new, labels=labels)
+    side_path = save_set(tmp_path / "side", side) if side is not None else None
+    out = tmp_path / "h.safetensors"
+    report = fit_transform(old_path, new_path, out, side_info_path=side_path, config=TransformConfig(**config))
+    return report, load_transform(out)
+
+
+def _closed_form_rows(table):
+    return [row for row in table if row["kind"] in ("linear", "procrustes")]
+
+
+def nonlinear_pair(rows: int, seed: int = 0):
+    """Clustered latent; new = an even, saturating function of it (no linear map fits); old = latent."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 8, rows)
+    latent = rng.normal(size=(8, 6))[labels] * 1.5 + 0.6 * rng.normal(size=(rows, 6))
+    hidden = np.tanh(latent @ rng.normal(size=(6, 48))) ** 2
+    return latent.astype(np.float32), (hidden @ rng.normal(size=(48, 16))).astype(np.float32), labels
+
+
+def test_auto_keeps_a_closed_form_on_a_linear_map(tmp_path):
+    old, labels = clustered_old(1500, 8, classes=10)
+    rng = np.random.default_rng(5)
+    new = old @ rng.normal(size=(8, 12)) + 0.3 * rng.normal(size=(1500, 12))
+    report, transform = _fit(tmp_path, old, new.astype(np.float32), labels, **FAST_MLP)
+    table = report["candidates"]["table"]
+    best_closed = max(row["top1"] for row in _closed_form_rows(table))
+    assert report["kind"] in ("linear", "procrustes") and transform.kind == report["kind"]
+    assert report["metrics"]["top1"] >= best_closed - 1e-9
+    assert next(row for row in table if row["chosen"])["top1"] == pytest.approx(best_closed, abs=1e-9)
+
+
+def test_auto_picks_the_mlp_on_a_clearly_nonlinear_map(tmp_path):
+    old, new, labels = nonlinear_pair(1500)
+    report, transform = _fit(tmp_path, old, new, labels, **{**FAST_MLP, "epochs": 8})
+    table = report["candidates"]["table"]
+    assert report["kind"] == "mlp" and table[-1]["chosen"] and table[-1]["gain_se"] > 2.0
+    assert report["metrics"]["top1"] > max(row["top1"] for row in _closed_form_rows(table)) + 0.02
+    assert transform.header["architecture"]["best_epoch"] > 0
+
+
+def test_candidates_table_is_in_the_metadata(tmp_path):
+    old, labels = clustered_old(600, 6)
+    new = np.tanh(old).astype(np.float32)
+    report, transform = _fit(tmp_path, old, new, labels, **FAST_MLP)
+    record = transform.header["candidates"]
+    assert record["metric"] == "top1" and record["tie_break"] == "map" and record["distance"] == "cosine"
+    assert record["split"] == "validation" and record["rows"] == 60
+    names = [row["candidate"] for row in record["table"]]
+    assert names[:6] == [f"linear ridge={r:g}" for r in TransformConfig().ridge_grid]
+    assert names[6] == "procrustes" and names[7].startswith("mlp on ")
+    assert sum(row["chosen"] for row in record["table"]) == 1
+    assert record == report["candidates"]
+
+
+def _ridge_case(noise: float):
+    rng = np.random.default_rng(7)
+    labels = rng.integers(0, 4, 300)
+    old = (rng.normal(size=(4, 40))[labels] + rng.normal(size=(300, 40))).astype(np.float32)
+    return old, (old[:, :10] + noise * rng.normal(size=(300, 10))).astype(np.float32), labels
+
+
+def test_ridge_strength_is_the_grids_best_on_validation(tmp_path):
+    old, new, labels = _ridge_case(3.0)  # few rows, many dims, noisy targets: shrinkage pays
+    report, transform = _fit(tmp_path, old, new, labels, kind="linear", validation_fraction=0.3)
+    table = report["candidates"]["table"]
+    assert [row["kind"] for row in table] == ["linear"] * 6
+    best = max(table, key=lambda row: (row["top1"], row["map"]))
+    assert best["chosen"] and transform.header["architecture"]["ridge"] == pytest.approx(10.0)
+    assert best["candidate"] == "linear ridge=10" and best["top1"] > table[0]["top1"] + 0.02
+
+
+def test_a_fixed_ridge_is_not_searched(tmp_path):
+    old, new, labels = _ridge_case(3.0)
+    report, transform = _fit(tmp_path, old, new, labels, kind="linear", ridge=0.5)
+    assert [row["candidate"] for row in report["candidates"]["table"]] == ["linear ridge=0.5"]
+    assert transform.header["architecture"]["ridge"] == 0.5
+
+
+def test_without_labels_it_selects_on_finding_the_own_pair(tmp_path):
+    old, new, _ = nonlinear_pair(800)
+    report, transform = _fit(tmp_path, old, new, None, **{**FAST_MLP, "epochs": 3})
+    assert report["candidates"]["metric"] == "pair_top1" and report["candidates"]["tie_break"] == "pair_mrr"
+    assert 0.0 <= report["metrics"]["pair_top1"] <= 1.0 and "top1" not in report["metrics"]
+
+
+def test_scorer_hits_agree_with_eval_top1():
+    from compatctl.transform.pairs import Pairs
+    from compatctl.transform.select import Scorer
+
+    old, labels = clustered_old(400, 5)
+    new = np.tanh(old) + 0.1
+    for distance in ("cosine", "l2"):
+        scorer = Scorer.build(Pairs(old, new.astype(np.float32), np.arange(400), labels=labels), distance, 1000, 0)
+        assert scorer.hits(old).mean() == pytest.approx(scorer.score(old)["top1"], abs=1e-9)
+
+
+def test_mlp_epoch_zero_is_the_closed_form():
+    pytest.importorskip("torch")
+    import torch
+
+    from compatctl.transform.closed_form import affine_apply, ridge_path
+    from compatctl.transform.mlp import build_net
+    from compatctl.transform.pairs import Pairs
+
+    rng = np.random.default_rng(2)
+    old, side = rng.normal(size=(200, 5)).astype(np.float32) * 3 + 1, rng.normal(size=(200, 3)).astype(np.float32)
+    pairs = Pairs(old, rng.normal(size=(200, 7)).astype(np.float32) + 2, np.arange(200), side)
+    base, _ = next(ridge_path(pairs, [0.01]))
+    net = build_net(pairs, TransformConfig(width=16, branch_width=16), base)
+    with torch.no_grad():
+        out = net.forward_raw(torch.from_numpy(old), torch.from_numpy(side))[0].numpy()
+    np.testing.assert_allclose(out, affine_apply(base, old, side), atol=1e-4)
+
+
+def test_discriminative_term_is_off_by_default():
+    assert TransformConfig().discriminative_weight == 0.0 and TransformConfig().kind == "auto"
+    assert TransformConfig().contrastive_weight == 0.0 and TransformConfig().structure_weight == 0.0
+
+
+def _run(runner, *args):
+    result = runner.invoke(app, ["fit-transform", *map(str, args)])
+    return result, result.stdout + (result.stderr if result.stderr_bytes is not None else "")
+
+
+@pytest.fixture
+def labelled_pair(tmp_path):
+    old, labels = clustered_old(300, 6)
+    new = np.tanh(old).astype(np.float32)
+    return save_set(tmp_path / "old", old, labels=labels), save_set(tmp_path / "new", new, labels=labels), tmp_path
+
+
+def test_an_old_config_with_discriminative_weight_null_still_loads(runner, labelled_pair):
+    old, new, tmp = labelled_pair
+    (tmp / "old.yaml").write_text("kind: mlp\ndiscriminative_weight: null\nepochs: 2\nwidth: 16\nbranch_width: 16\n")
+    assert load_transform_config(tmp / "old.yaml").discriminative_weight is None
+    result, text = _run(runner, old, new, "--out", tmp / "h.safetensors", "--config", tmp / "old.yaml")
+    assert result.exit_code == 0, text
+    assert "discriminative_weight: null is read as 0" in text
+    assert load_transform(tmp / "h.safetensors").header["config"]["discriminative_weight"] == 0.0
+
+
+def test_cli_prints_the_candidates_table(runner, labelled_pair):
+    old, new, tmp = labelled_pair
+    result, text = _run(runner, old, new, "--out", tmp / "h.safetensors", "epochs=2", "width=16", "branch_width=16")
+    assert result.exit_code == 0, text
+    assert "candidates on 30 validation pairs" in text and "procrustes" in text and "mlp on linear" in text
+    assert "val top1" in text and "val map" in text
+
+
+def test_auto_refuses_without_a_validation_split(runner, labelled_pair):
+    old, new, tmp = labelled_pair
+    result, text = _run(runner, old, new, "--out", tmp / "h.safetensors", "validation_fraction=0")
+    assert result.exit_code == 2 and "validation_fraction" in text and "Traceback" not in text
+
+
+def test_no_validation_split_labels_the_metrics_train(runner, labelled_pair):
+    old, new, tmp = labelled_pair
+    result, text = _run(runner, old, new, "--out", tmp / "h.safetensors", "kind=linear", "validation_fraction=0")
+    assert result.exit_code == 0, text
+    assert "TRAIN (no validation split) top1" in text and "val top1" not in text
+    header = load_transform(tmp / "h.safetensors").header
+    assert "train_metrics" in header and "validation" not in header and "candidates" not in header
