@@ -3,10 +3,11 @@
 ``DIR/train_state.safetensors`` holds the optimizer's per-parameter tensors (momentum buffers,
 Adam moments) and, in the header, the epochs done, the optimizer's scalar settings, the full
 config, the old model's fingerprint, the run's first loss (the divergence check's reference)
-and the digest of the self-check's held-out ids (a resume must hold out the same images). The learning rate is a pure function of the step and
-every epoch re-seeds its shuffling and augmentation from ``(seed, epoch)``, so no scheduler or
-RNG state is needed beyond the epoch number to continue bit-for-bit. The model weights are in
-``DIR/model.safetensors`` of the same epoch.
+and the digest of the self-check's held-out ids (a resume must hold out the same images).
+The learning rate is a pure function of the step and every epoch re-seeds its shuffling and
+augmentation from ``(seed, epoch)``, so no scheduler or RNG state is needed beyond the epoch
+number to continue bit-for-bit. The model weights are in ``DIR/model.safetensors`` of the same
+epoch.
 """
 
 from __future__ import annotations
