@@ -125,7 +125,7 @@ def _same_dims(setup: Setup) -> list[str]:
 
 def _augmented(setup: Setup):
     def prepare(images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator):
-        return augment(images, generator), labels
+        return augment(images, generator, setup.config.augment), labels
     return prepare
 
 

@@ -58,3 +58,15 @@ def test_cosine_form_logits_are_scaled_cosines(old_model):
     cosines = torch.nn.functional.cosine_similarity(embedding[:, None], weight[None], dim=2)
     expected = torch.nn.functional.cross_entropy(4 * cosines, labels)
     assert torch.allclose(influence_loss(setup, embedding, labels), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["none", "crop", "crop_flip"])
+def test_supervised_methods_augment_as_configured(old_model, mode):
+    """The ``augment`` key reaches the training batches (``none`` leaves them untouched)."""
+    from compatctl.data.transforms import augment
+
+    setup = setup_for(old_model, f"augment={mode}")
+    images, labels = setup.images[:8], setup.labels[:8]
+    views, _ = REGISTRY["bct"].build(setup).prepare(images, labels, torch.Generator().manual_seed(3))
+    assert torch.equal(views, augment(images, torch.Generator().manual_seed(3), mode))
+    assert torch.equal(views, images) == (mode == "none")
