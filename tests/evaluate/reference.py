@@ -42,6 +42,48 @@ def reference_metrics(query: EmbeddingBlock, gallery: EmbeddingBlock, distance: 
     return out
 
 
+FLOAT32_UNIT = 2.0 ** -24  # float32 unit roundoff
+
+
+def float32_slack(query: np.ndarray, gallery: np.ndarray, distance: str) -> np.ndarray:
+    """[Q, G] a bound on |compatctl's float32 score - the exact score|, in reference_scores' units.
+
+    compatctl normalises (cosine) and multiplies in float32 (compatctl.evaluate.sources.prepare and
+    score); a d-term float32 dot product is within about d·u·Σ|q_i g_i| of the exact one, and the
+    normalisation adds a few u per factor. 4·(d + 4)·u times a Cauchy–Schwarz bound on the terms
+    (1 for cosine; |q|·|g| + ½|g|² for l2, doubled: the reference's −‖q − g‖² is twice compatctl's
+    q·g − ½‖g‖² minus a per-query constant) is a generous bound.
+    """
+    q, g = query.astype(np.float64), gallery.astype(np.float64)
+    factor = 4 * (q.shape[1] + 4) * FLOAT32_UNIT
+    if distance == "cosine":
+        return np.full((len(q), len(g)), factor)
+    q_norm, g_norm = np.linalg.norm(q, axis=1), np.linalg.norm(g, axis=1)
+    return 2 * factor * (q_norm[:, None] * g_norm[None, :] + 0.5 * g_norm[None, :] ** 2)
+
+
+def float32_ambiguous_queries(query: EmbeddingBlock, gallery: EmbeddingBlock, distance: str) -> list[int]:
+    """Queries whose metrics depend on float32 rounding: a positive and a negative gallery row with
+    exact scores closer than the rounding of compatctl's float32 scores can blur.
+
+    For those, compatctl (float32 scores, then TIE_RULE) and reference_metrics (float64 scores) may both
+    be right about the scores they computed and still rank the two rows differently. A pair can swap only
+    if its exact gap is at most the sum of its two slacks, and then some positive and negative are
+    adjacent in the exact ranking with a gap at most that; so adjacent pairs are all that is checked.
+    """
+    scores = reference_scores(query.embeddings, gallery.embeddings, distance)
+    slack = float32_slack(query.embeddings, gallery.embeddings, distance)
+    ambiguous = []
+    for i in range(len(query.ids)):
+        keep = gallery.ids != query.ids[i]
+        row, relevant = scores[i][keep], gallery.labels[keep] == query.labels[i]
+        order = np.argsort(-row, kind="stable")
+        gaps, flips = -np.diff(row[order]), relevant[order][1:] != relevant[order][:-1]
+        if (flips & (gaps <= 2 * slack[i][keep].max(initial=0.0))).any():
+            ambiguous.append(i)
+    return ambiguous
+
+
 def exact_embeddings(rng: np.random.Generator, rows: int, dim: int, distance: str) -> np.ndarray:
     """Small-integer embeddings whose scores are exact in float32 (so ties are real ties).
 
@@ -61,7 +103,7 @@ def exact_embeddings(rng: np.random.Generator, rows: int, dim: int, distance: st
     return out
 
 
-def random_pair(seed: int, queries: int, gallery: int, dim: int, classes: int, distance: str,
+def random_pair(seed: int | tuple[int, ...], queries: int, gallery: int, dim: int, classes: int, distance: str,
                 overlap: float = 0.7, exact: bool = True) -> tuple[EmbeddingBlock, EmbeddingBlock]:
     """A query block and a gallery block; some query ids appear in the gallery (leave-one-out)."""
     rng = np.random.default_rng(seed)
@@ -74,3 +116,20 @@ def random_pair(seed: int, queries: int, gallery: int, dim: int, classes: int, d
     gallery_block = EmbeddingBlock(make(gallery), gallery_ids, rng.integers(0, classes, gallery))
     query_block = EmbeddingBlock(make(queries), query_ids, rng.integers(0, classes + 1, queries))
     return query_block, gallery_block
+
+
+def real_valued_pair(seed: int, queries: int, gallery: int, dim: int, classes: int, distance: str,
+                     overlap: float = 0.7) -> tuple[EmbeddingBlock, EmbeddingBlock]:
+    """random_pair with normal (not exact) embeddings and no float32-ambiguous query.
+
+    Normal draws hold a near-tie that float32 orders differently from float64 about once in 1,600 draws
+    (5 of seeds 0..3999 × 2 distances; seed 349 cosine failed in CI-like runs: gap 1.2e-8); where the metrics are not determined
+    by the data, no reference can agree with float32 scores, so such a draw is redrawn from
+    (seed, attempt) — deterministic for a seed, and each draw is ambiguity-free with high probability.
+    """
+    for attempt in range(100):
+        pair = random_pair(seed if attempt == 0 else (seed, attempt), queries, gallery, dim, classes, distance,
+                           overlap, exact=False)
+        if not float32_ambiguous_queries(*pair, distance):
+            return pair
+    raise AssertionError(f"seed {seed}: 100 draws all hold float32 near-ties; use fewer rows or dims")
