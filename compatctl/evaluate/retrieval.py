@@ -16,13 +16,15 @@ import numpy as np
 
 from compatctl.errors import BadInputError
 from compatctl.evaluate.ranking import MetricSums, count_better, find_positives
+from compatctl.evaluate.records import QueryRecords, RecordSink, query_ranks
 from compatctl.evaluate.sources import (TIE_RULE, Gallery, Prepared, ProgressFn, as_source, describe_source,
-                                        exclude_self, get_distance, query_blocks, report_progress,
+                                        decode_column, exclude_self, get_distance, query_blocks, report_progress,
                                         require_labels, dims_for, score, unify_columns)
 from compatctl.evaluate.topk import topk_only
 
 DEFAULT_QUERY_BLOCK = 2048
 DEFAULT_GALLERY_BLOCK = 16384
+DEFAULT_QRELS_METRICS = ("ndcg@10", "recall@100", "mrr@10", "map")
 HELD_SCORES = 1 << 25  # float32 scores of one query block against a kept gallery, computed once
 
 
@@ -36,32 +38,49 @@ class Segment:
     self_cols: np.ndarray
 
 
-def segments(queries: Prepared, gallery: Gallery) -> Iterator[Segment]:
+# (query rows, gallery cols, gains or None for all 1) of the relevant pairs of one segment
+Relevance = Callable[[Prepared, Segment], tuple[np.ndarray, np.ndarray, "np.ndarray | None"]]
+
+
+def label_relevance(queries: Prepared, segment: Segment) -> tuple[np.ndarray, np.ndarray, None]:
+    """Same-label rows are relevant (gain 1), the query's own row excluded."""
+    rows, cols = find_positives(queries.labels, segment.gallery, segment.self_rows, segment.self_cols)
+    return rows, cols, None
+
+
+def segments(queries: Prepared, gallery: Gallery, leave_one_out: bool = True) -> Iterator[Segment]:
     """Score ``queries`` against each gallery block in turn."""
+    nothing = np.zeros(0, np.int64)
     for _, block in gallery.blocks():
         scores = score(queries, block)
-        rows, cols = exclude_self(scores, queries.ids, block.ids)
+        rows, cols = exclude_self(scores, queries.ids, block.ids) if leave_one_out else (nothing, nothing)
         yield Segment(scores, block, rows, cols)
 
 
-def rank_query_block(queries: Prepared, gallery: Gallery, sums: MetricSums) -> None:
-    """Exact ranks of every positive of a query block; adds its metrics to ``sums``."""
+def rank_query_block(queries: Prepared, gallery: Gallery, sums: MetricSums, *, relevance: Relevance = label_relevance,
+                     leave_one_out: bool = True, sink: RecordSink | None = None) -> None:
+    """Exact ranks of every relevant row of a query block; adds its metrics to ``sums`` (and ``sink``)."""
     held = None
     if gallery.kept and len(queries.ids) * gallery.rows <= HELD_SCORES:
-        held = list(segments(queries, gallery))
-    passes: Callable[[], Iterator[Segment]] = (lambda: iter(held)) if held else (lambda: segments(queries, gallery))
+        held = list(segments(queries, gallery, leave_one_out))
+    passes: Callable[[], Iterator[Segment]] = ((lambda: iter(held)) if held else
+                                               (lambda: segments(queries, gallery, leave_one_out)))
     found = []
     for index, segment in enumerate(passes()):
-        rows, cols = find_positives(queries.labels, segment.gallery, segment.self_rows, segment.self_cols)
-        found.append((rows, segment.scores[rows, cols], segment.gallery.ids[cols], np.full(len(rows), index)))
+        rows, cols, gains = relevance(queries, segment)
+        found.append((rows, segment.scores[rows, cols], segment.gallery.ids[cols], np.full(len(rows), index),
+                      np.ones(len(rows)) if gains is None else gains))
         sums.left_out += len(segment.self_rows)
-    rows, values, ids, where = (np.concatenate(parts) for parts in zip(*found)) if found else [np.zeros(0)] * 4
-    order = np.argsort(rows, kind="stable")
-    rows, values, ids, where = rows[order].astype(np.int64), values[order], ids[order], where[order]
+    parts = [np.concatenate(part) for part in zip(*found)] if found else [np.zeros(0)] * 5
+    order = np.argsort(parts[0], kind="stable")
+    rows, values, ids, where, gains = (part[order] for part in parts)
+    rows = rows.astype(np.int64)
     better = np.zeros(len(rows), np.int64)
     for index, segment in enumerate(passes()):
         better += count_better(segment.scores, segment.gallery.ids, rows, values, ids, where == index)
     sums.add_ranks(rows, better + 1, len(queries.ids))
+    if sink is not None:
+        sink.add(queries.ids, queries.labels, query_ranks(rows, better + 1, gains, len(queries.ids)))
 
 
 def check_topk(topk) -> tuple[int, ...]:
@@ -78,8 +97,9 @@ def check_blocks(query_block: int, gallery_block: int) -> None:
 
 
 def evaluate(query, gallery, *, distance: str = "cosine", topk=(1, 5), dims: int | None = None,
-             with_map: bool = True, map_at_r: bool = False, query_block: int = DEFAULT_QUERY_BLOCK,
-             gallery_block: int = DEFAULT_GALLERY_BLOCK, progress: ProgressFn | None = None) -> dict:
+             with_map: bool = True, map_at_r: bool = False, metrics: tuple[str, ...] = (), qrels=None,
+             query_block: int = DEFAULT_QUERY_BLOCK, gallery_block: int = DEFAULT_GALLERY_BLOCK,
+             progress: ProgressFn | None = None) -> dict:
     """Top-k (CMC) and full-ranking mAP of ``query`` against ``gallery``, leave-one-out by id.
 
     Args:
@@ -89,6 +109,10 @@ def evaluate(query, gallery, *, distance: str = "cosine", topk=(1, 5), dims: int
         dims: compare the first ``dims`` dims (needed for unequal widths without BT² lineage).
         with_map: False reads the gallery once for top-k only (no mAP; queries kept in memory).
         map_at_r: also report mAP@R (R = the query's number of positives).
+        metrics: report exactly these metrics instead (records.METRIC_FORMS, e.g. ("ndcg@10", "map")).
+        qrels: a ``qrels.Qrels``: relevance from judgments instead of labels (graded gains; no row
+            is left out: query and corpus ids are separate name spaces); reports ``metrics``
+            (default ndcg@10, recall@100, mrr@10, map).
         query_block, gallery_block: rows per block; they set the peak memory: about 12 bytes ×
             query_block × gallery_block for scores (a gallery of at most 256 MiB is kept prepared),
             plus ~30 bytes per (query, positive) pair of one query block for the ranks.
@@ -96,29 +120,56 @@ def evaluate(query, gallery, *, distance: str = "cosine", topk=(1, 5), dims: int
     Returns:
         The report: metrics, counts, distance, dims, inputs, ranking rules, elapsed_s.
     Raises:
-        BadInputError: missing labels, bad dims/topk/blocks, --map-at-r without the full ranking.
+        BadInputError: missing labels, bad dims/topk/blocks/metrics, qrels naming absent ids,
+            --map-at-r or --metrics without the full ranking.
+    """
+    return evaluate_records(query, gallery, distance=distance, topk=topk, dims=dims, with_map=with_map,
+                            map_at_r=map_at_r, metrics=metrics, qrels=qrels, query_block=query_block,
+                            gallery_block=gallery_block, progress=progress, keep=with_map)[0]
+
+
+def evaluate_records(query, gallery, *, distance: str = "cosine", topk=(1, 5), dims: int | None = None,
+                     with_map: bool = True, map_at_r: bool = False, metrics: tuple[str, ...] = (), qrels=None,
+                     query_block: int = DEFAULT_QUERY_BLOCK, gallery_block: int = DEFAULT_GALLERY_BLOCK,
+                     progress: ProgressFn | None = None, keep: bool = True) -> tuple[dict, QueryRecords | None]:
+    """:func:`evaluate` plus the per-query outcomes (``QueryRecords``) of every reported metric.
+
+    ``keep=False`` skips the records (None) unless ``metrics`` needs them. Records need the full ranking.
     """
     started = time.perf_counter()
     query, gallery = unify_columns(as_source(query), as_source(gallery))
     ks, metric = check_topk(topk), get_distance(distance)
     check_blocks(query_block, gallery_block)
-    require_labels(query, gallery)
+    if qrels is None:
+        require_labels(query, gallery)
     dim_info = dims_for(query, gallery, dims)
-    if map_at_r and not with_map:
-        raise BadInputError("--map-at-r needs the full ranking; drop --no-map")
+    metrics = tuple(metrics) or (DEFAULT_QRELS_METRICS if qrels is not None else ())
+    needs_ranking = [flag for flag, used in (("--map-at-r", map_at_r), ("--metrics", metrics),
+                                             ("--qrels", qrels is not None)) if used]
+    if needs_ranking and not with_map:
+        raise BadInputError(f"{needs_ranking[0]} needs the full ranking; drop --no-map")
     sums = MetricSums(ks, at_r=map_at_r, with_map=with_map)
+    sink = RecordSink(metrics or tuple(sums.result())) if with_map and (keep or metrics) else None
     used = dim_info["used"]
     if with_map:
+        relevance = label_relevance if qrels is None else qrels.relevance(query, gallery)
         kept = Gallery(gallery, used, metric, gallery_block)
         done = 0
         for queries in query_blocks(query, used, metric, query_block):
-            rank_query_block(queries, kept, sums)
+            rank_query_block(queries, kept, sums, relevance=relevance, leave_one_out=qrels is None, sink=sink)
             done += len(queries.ids)
             report_progress(progress, "ranking", done, query.rows)
     else:
         queries = list(query_blocks(query, used, metric, query_block))
         topk_only(queries, Gallery(gallery, used, metric, gallery_block, cache_bytes=0), sums, progress)
-    return build_report(sums, query, gallery, distance, dim_info, started)
+    records = None if sink is None else sink.records(lambda name, codes: decode_column(query, name, codes))
+    report = build_report(sums, query, gallery, distance, dim_info, started)
+    if metrics:
+        report["metrics"] = {name: float(np.mean(records.values[name])) if len(records.ids) else 0.0
+                             for name in metrics}
+    if qrels is not None:
+        report["ranking"]["relevance"] = qrels.describe()
+    return report, records
 
 
 def build_report(sums: MetricSums, query, gallery, distance: str, dim_info: dict, started: float) -> dict:

@@ -264,6 +264,9 @@ def _column_values(source, name: str) -> np.ndarray:
     return getattr(source.read_all(), name)
 
 
+column_values = _column_values
+
+
 class CodedSource:
     """A source whose text ids/labels are seen as int64 codes: positions in vocabularies sorted
     over every source of one evaluation, so matching, ties (smaller id first) and orders are the
@@ -286,6 +289,25 @@ class CodedSource:
 
     def read_all(self) -> EmbeddingBlock:
         return self._code(self._source.read_all())
+
+
+def decode_column(source, name: str, codes: np.ndarray) -> np.ndarray:
+    """Stored ``ids``/``labels`` values of codes seen through a CodedSource (other sources: as they are)."""
+    vocabularies = getattr(source, "_vocabularies", None) if isinstance(source, CodedSource) else None
+    if vocabularies and name in vocabularies:
+        return vocabularies[name][codes]
+    return codes
+
+
+def code_values(source, name: str, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(codes, known) of stored ``ids``/``labels`` values as ``source`` sees them (the reverse of decode_column)."""
+    vocabularies = getattr(source, "_vocabularies", None) if isinstance(source, CodedSource) else None
+    if not (vocabularies and name in vocabularies):
+        return values.astype(np.int64), np.ones(len(values), bool)
+    vocabulary = vocabularies[name]
+    codes = np.minimum(np.searchsorted(vocabulary, values), max(len(vocabulary) - 1, 0))
+    known = vocabulary[codes] == values if len(vocabulary) else np.zeros(len(values), bool)
+    return codes.astype(np.int64), known
 
 
 def unify_columns(*sources):
