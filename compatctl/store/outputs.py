@@ -15,6 +15,8 @@ naming the path and the fix):
   file next to it (``.NAME.lock``), held until the claim is released. ``--part I/N`` workers
   share that lock and each holds its own ``.NAME.part-I-of-N.lock``, so N workers can fill
   one set while a second copy of any worker is refused. The refusal names the holder's pid.
+  The last run to release an output removes its lock files, including those a killed run left
+  (a leftover lock file is harmless meanwhile: a lock is the flock, not the file's existence).
 
 Scratch space next to an output is per run (:func:`scratch_folder`); :func:`remove_stale_scratch`
 removes what a killed run left and says so. This module imports only the standard library
@@ -267,6 +269,7 @@ def _holders(output: Output) -> str:
     for file in files:
         with contextlib.suppress(OSError, ValueError, IndexError):  # empty: shared by --part workers
             pids.add(int(file.read_text().split()[0]))
+    pids = {pid for pid in pids if _alive(pid)}  # a killed worker's part lock file may still name it
     if not pids:
         return "another compatctl run"
     return f"another compatctl run (pid{'s' if len(pids) > 1 else ''} {', '.join(map(str, sorted(pids)))})"
@@ -301,12 +304,34 @@ def _lock(output: Output, file: Path, shared: bool) -> int:
     raise BadInputError(f"{output.label}: could not take its lock {file}; re-run the command")
 
 
-def _unlock(fd: int, file: Path, shared: bool) -> None:
-    """Drop a lock; the last holder removes the lock file (others see it gone and re-open)."""
+def _remove_dead_part_locks(output: Path) -> None:
+    """Remove the ``.NAME.part-*.lock`` files of ``--part`` workers that were killed (SIGKILL skips
+    their release). Called only under the exclusive main lock, which no live worker can coexist with
+    (a worker holds the shared main lock for as long as its part lock); the flock test is a second
+    guard."""
+    for file in output.parent.glob(f".{glob_escape(output.name)}.part-*.lock"):
+        with contextlib.suppress(OSError):
+            fd = os.open(file, os.O_RDWR | os.O_CLOEXEC)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                if _same_file(fd, file):
+                    file.unlink()
+            finally:
+                os.close(fd)
+
+
+def _unlock(fd: int, file: Path, shared: bool, output: Path | None = None) -> None:
+    """Drop a lock; the last holder removes the lock file (others see it gone and re-open).
+
+    For an output's main lock (``output`` given) the last holder also removes part locks that killed
+    workers left, so a killed run's lock files last only until the next run on that output ends.
+    """
     with contextlib.suppress(OSError):
         if shared:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises while other workers hold it
         if _same_file(fd, file):
+            if output is not None:
+                _remove_dead_part_locks(output)
             file.unlink()
     os.close(fd)
 
@@ -315,15 +340,15 @@ class Claim:
     """The locks of a command's outputs; release them with :meth:`release` or a ``with`` block."""
 
     def __init__(self) -> None:
-        self._held: list[tuple[int, Path, bool]] = []
+        self._held: list[tuple[int, Path, bool, Path | None]] = []  # (fd, lock file, shared, output if main)
 
     def take(self, output: Output) -> None:
         workers = output.part[1] > 1
         self._held.append((_lock(output, lock_file(output.path), shared=workers),
-                           lock_file(output.path), workers))
+                           lock_file(output.path), workers, output.path))
         if workers:
             file = lock_file(output.path, output.part)
-            self._held.append((_lock(output, file, shared=False), file, False))
+            self._held.append((_lock(output, file, shared=False), file, False, None))
 
     def release(self) -> None:
         while self._held:

@@ -120,6 +120,42 @@ def test_parts_share_an_output_but_not_a_part(tmp_path):
         assert lock_file(out).read_text().strip() == str(os.getpid())
 
 
+# Claims an output (argv: path, optional I/N), says so, then waits to be killed.
+CLAIM_AND_WAIT = """
+import sys, time
+from pathlib import Path
+from compatctl.store.outputs import Output, claim_outputs
+part = tuple(map(int, sys.argv[2].split("/"))) if len(sys.argv) > 2 else (1, 1)
+claim_outputs([Output(Path(sys.argv[1]), "embeddings", part=part)])
+print("claimed", flush=True)
+time.sleep(60)
+"""
+
+
+def _claim_and_kill(out: Path, *part: str) -> None:
+    """A run that holds ``out``'s locks and is SIGKILLed: nothing of it releases them."""
+    child = subprocess.Popen([sys.executable, "-c", CLAIM_AND_WAIT, str(out), *part], cwd=REPO, text=True,
+                             env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=subprocess.PIPE)
+    assert child.stdout.readline().strip() == "claimed"
+    child.kill()
+    child.wait()
+
+
+def test_lock_files_of_killed_runs_are_removed_by_the_next_run(tmp_path):
+    out = tmp_path / "g"
+    _claim_and_kill(out)
+    _claim_and_kill(out, "2/3")  # a killed --part worker leaves the (empty) shared lock and its part lock
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".g.lock", ".g.part-2-of-3.lock"]
+    with claim_outputs([Output(out, "embeddings", part=(1, 2))]):  # a stale lock file blocks nobody
+        with pytest.raises(BadInputError, match=f"another compatctl run \\(pid {os.getpid()}\\) is writing"):
+            claim_outputs([Output(out, "embeddings")])  # names the live holder, not the killed worker
+    assert not list(tmp_path.iterdir())  # the next run to finish removed every lock file
+    _claim_and_kill(out, "1/2")
+    with claim_outputs([Output(out, "embeddings")]):
+        pass
+    assert not list(tmp_path.iterdir())
+
+
 def _exited_pid() -> int:
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()
