@@ -130,6 +130,12 @@ CASES = [
     ("embed-out-holds-model", lambda w, t: emb(w, w.model.parent), "holds the input"),
     ("train-out-holds-old", lambda w, t: tn(w, w.model.parent, "--old", str(w.model)), "holds the input"),
     ("train-out-is-config", lambda w, t: tn(w, w.config), "is also an input"),
+    ("train-out-holds-teacher", lambda w, t: tn(w, _copy(_dir(t, "teacher-run"), w.model, "model.safetensors").parent,
+                                                "method=bt2", f"bt2.teacher={t / 'teacher-run' / 'model.safetensors'}",
+                                                "--old", str(w.model)), "holds the input"),
+    ("train-out-is-data", lambda w, t: tn(w, _dir(t, "images"), f"data={t / 'images'}"), "is also an input"),
+    ("train-out-inside-data", lambda w, t: tn(w, w.npz.parent / "run-in-data", f"data={w.npz.parent}"),
+     "lies inside the input folder"),
     # class 1: an existing output of another kind
     ("embed-out-onto-transform", lambda w, t: emb(w, w.linear), "is a file, not a directory"),
     ("embed-out-onto-training-run", lambda w, t: emb(w, _training_run(t)), "holds a train-new run"),

@@ -100,8 +100,8 @@ def train_new_cli(
     from compatctl.train import load_train_config, train_model
     from compatctl.train.selfcheck import check_require_compatible
 
-    claim_outputs([Output(out, "training")], inputs=[config, old])
-    train_config = load_train_config(config, list(ctx.args))
+    train_config = load_train_config(config, list(ctx.args))  # cheap: names the data and teacher paths read
+    claim_outputs([Output(out, "training")], inputs=[config, old, train_config.data, train_config.bt2.teacher])
     if require_compatible:
         check_require_compatible(old, train_config.validation_fraction)
     with make_progress() as progress:
