@@ -72,8 +72,12 @@ def cached_split(path: Path, split: str, decode: Callable, progress=None):
 
 
 def _write(file: Path, data) -> None:
-    """Store ``data`` atomically; a full or read-only disk only costs the cache."""
+    """Store ``data`` atomically, mode 0666 minus the umask like every file compatctl writes (so a
+    cache shared by a CI user and a serving user is readable by both); a full or read-only disk
+    only costs the cache."""
     import tempfile
+
+    from compatctl.store.artifacts import honour_umask
 
     try:
         file.parent.mkdir(parents=True, exist_ok=True)
@@ -82,6 +86,7 @@ def _write(file: Path, data) -> None:
         return
     try:
         with os.fdopen(fd, "wb") as handle:
+            honour_umask(handle.fileno())  # mkstemp made it 0600
             np.savez(handle, images=data.images, labels=data.labels, ids=data.ids,
                      class_names=np.array(json.dumps(data.class_names)))
         os.replace(tmp, file)

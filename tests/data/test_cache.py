@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import stat
+
 import numpy as np
+import pytest
 
 from compatctl.data import load_data
 from tests.data.conftest import write_tarball
@@ -47,3 +51,13 @@ def test_corrupt_cache_entry_is_rewritten(image_folder, decoded_cache):
     entry.write_bytes(b"garbage")
     again = load_data(str(image_folder), "train")
     assert np.array_equal(first.images, again.images) and entry.stat().st_size > 100
+
+
+@pytest.mark.parametrize("mask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_cache_entries_honour_the_umask(image_folder, decoded_cache, mask, mode):
+    saved = os.umask(mask)
+    try:
+        load_data(str(image_folder), "train")
+    finally:
+        os.umask(saved)
+    assert [stat.S_IMODE(p.stat().st_mode) for p in decoded_cache.glob("*.npz")] == [mode]
