@@ -17,7 +17,6 @@ States of ``--out`` and what a run does with each:
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
