@@ -48,6 +48,29 @@ def eval_cli(
                                     "× query-block × gallery-block, plus 30 bytes per (query, positive) pair "
                                     "of a query block for mAP."),
     gallery_block: int = typer.Option(16384, "--gallery-block", help="Gallery rows per block (see --query-block)."),
+    baseline: Optional[Path] = typer.Option(None, "--baseline", help="OLD_QUERY: also evaluate the baseline "
+                                            "(e.g. old/old) and report flips against it (queries matched by id)."),
+    baseline_gallery: Optional[Path] = typer.Option(None, "--baseline-gallery", help="The baseline's gallery "
+                                                    "(default: --baseline itself, leave-one-out)."),
+    ceiling: Optional[Path] = typer.Option(None, "--ceiling", help="NEW_QUERY: also evaluate the ceiling "
+                                           "(e.g. new/new); with --baseline, report gap_closed."),
+    ceiling_gallery: Optional[Path] = typer.Option(None, "--ceiling-gallery", help="The ceiling's gallery "
+                                                   "(default: --ceiling itself, leave-one-out)."),
+    ci: Optional[float] = typer.Option(None, "--ci", help="LEVEL in (0, 1), e.g. 0.95: percentile bootstrap "
+                                       "intervals over queries (1000 resamples, --seed; duplicated queries "
+                                       "resampled as one cluster), paired with the baseline/ceiling by query id."),
+    fail_over: list[str] = typer.Option([], "--fail-over", help="METRIC=VALUE gate, repeatable: exit 1 when "
+                                        "METRIC > VALUE (e.g. negative_flip_rate=0.02)."),
+    per_query: Optional[Path] = typer.Option(None, "--per-query", help="Write one JSON line per query (.jsonl): "
+                                             "id, first relevant rank, AP, correct@1, flipped."),
+    summary_md: Optional[Path] = typer.Option(None, "--summary-md", help="Write a Markdown report (.md) with "
+                                              "the table, flips, intervals and gate verdicts "
+                                              "(e.g. $GITHUB_STEP_SUMMARY)."),
+    qrels: Optional[Path] = typer.Option(None, "--qrels", help="Relevance judgments instead of labels: BEIR "
+                                         "TSV (header query-id, corpus-id, score) or TREC (qid 0 docid rel)."),
+    metrics: Optional[str] = typer.Option(None, "--metrics", help="Comma-separated metrics to report: topK, "
+                                          "map, map_at_r, ndcg@K, recall@K, mrr@K (default with --qrels: "
+                                          "ndcg@10,recall@100,mrr@10,map)."),
 ) -> None:
     """Exact top-k and full-ranking mAP of QUERY against GALLERY, leave-one-out by id.
 
@@ -64,43 +87,99 @@ def eval_cli(
     --set NAME=PATH (2 or more, or --plan FILE) replaces QUERY and GALLERY: every set serves as
     queries and as gallery; a cross pair is marked compatible when it beats reference/reference.
 
-    Exit codes: 0 ok, 1 a --fail-under gate failed, 2 bad usage or input.
+    --baseline OLD_QUERY and --ceiling NEW_QUERY evaluate those pairs too (each gallery defaults
+    to its query set) and report, per metric, gap_closed = (M − M_baseline) / (M_ceiling −
+    M_baseline); with --baseline, negative/positive flip rates at top-1 (queries matched by id)
+    and the classes that lose most. --ci LEVEL adds intervals by a percentile bootstrap over
+    queries (1000 resamples; byte-identical queries resampled together), the same resampled
+    queries for candidate, baseline and ceiling, so the interval of a difference (diff.M),
+    of gap_closed and of the flip rates is paired. Gates may name any of these:
+    gap_closed.top1, negative_flip_rate, ci_low.top1, ci_high.diff.map, ...
+
+    --qrels FILE ranks a query set against a separate corpus set by relevance judgments (no
+    row left out; gains = grades; trec_eval definitions of ndcg@K, recall@K, mrr@K, map).
+
+    Exit codes: 0 ok, 1 a --fail-under/--fail-over gate failed, 2 bad usage or input.
 
     Example: compatctl eval runs/new/test_emb runs/old/test_emb --json report.json --fail-under top1=0.45
+
+    Example: compatctl eval new/test h_old/test --baseline old/test --ceiling new/test --ci 0.95
+    --fail-under gap_closed.top1=0.8 --fail-over negative_flip_rate=0.02 --summary-md summary.md
     """
-    from compatctl.evaluate.gates import check_gates, gate_names, parse_gates
+    from compatctl.evaluate.gates import gate_names, gate_verdicts, parse_gates
+    from compatctl.evaluate.intervals import check_level
+    from compatctl.evaluate.records import parse_metrics
     from compatctl.store.outputs import Output, claim_outputs
 
-    claim_outputs([Output(json_path, "report", "--json"), Output(plot, "plot", "--plot")],
-                  inputs=[query, gallery, backfill_with, plan, *(spec.partition("=")[2] for spec in sets)])
+    claim_outputs([Output(json_path, "report", "--json"), Output(plot, "plot", "--plot"),
+                   Output(per_query, "per_query", "--per-query"), Output(summary_md, "summary", "--summary-md")],
+                  inputs=[query, gallery, backfill_with, plan, baseline, baseline_gallery, ceiling, ceiling_gallery,
+                          qrels, *(spec.partition("=")[2] for spec in sets)])
     ks = _parse_topk(topk)
     options = dict(distance=distance, topk=ks, dims=dims, map_at_r=map_at_r, query_block=query_block)
     if sets or plan:
-        _check_matrix_usage(query, gallery, backfill_with, fail_under)
+        _check_matrix_usage(query, gallery, backfill_with, fail_under + fail_over)
         return _run_matrix(sets, plan, json_path, options, gallery_block=gallery_block, with_map=not no_map)
     if query is None or gallery is None:
         raise BadInputError("give QUERY and GALLERY, or --set NAME=PATH (two or more) for a matrix")
     curve = _check_curve_usage(backfill_with, order, steps, plot, no_map)
-    gates = parse_gates(fail_under, gate_names(ks, with_map=not no_map, map_at_r=map_at_r, curve=curve))
+    compared = dict(baseline=baseline, baseline_gallery=baseline_gallery, ceiling=ceiling,
+                    ceiling_gallery=ceiling_gallery)
+    _check_compare_usage(compared, ci, per_query, qrels, metrics, curve, no_map)
+    named = parse_metrics(metrics) or (("ndcg@10", "recall@100", "mrr@10", "map") if qrels else ())
+    allowed = gate_names(ks, with_map=not no_map, map_at_r=map_at_r, curve=curve, metrics=named,
+                         baseline=baseline is not None, ceiling=ceiling is not None, ci=check_level(ci) is not None)
+    gates = parse_gates(fail_under, allowed) + parse_gates(fail_over, allowed, over=True)
     if plot:
         from compatctl.evaluate.plot import require_matplotlib
 
         require_matplotlib()
-    report = _run_single(query, gallery, backfill_with, order, steps, seed, options, gallery_block, no_map)
+    if curve:
+        report = _run_curve(query, gallery, backfill_with, order, steps, seed, options)
+        comparison = None
+    else:
+        comparison = _run_compare(query, gallery, compared, ci, seed, qrels, named, options, gallery_block, no_map)
+        report = comparison.report
+    gate_verdicts(report, gates)  # a gated value this run could not define (gap_closed) is bad input: say only that
     _show_report(report)
-    if json_path:
-        from compatctl.store import atomic_write_json
+    _write_outputs(report, comparison, gates, json_path=json_path, plot=plot, per_query=per_query,
+                   summary_md=summary_md)
 
+
+def _write_outputs(report: dict, comparison, gates: list, *, json_path, plot, per_query, summary_md) -> None:
+    """Write every asked-for output, then print the gate verdicts (GateFailed, exit 1, when one fails)."""
+    from compatctl.evaluate.gates import check_gates, gate_verdicts, passed_gates_line
+    from compatctl.store import atomic_write_bytes, atomic_write_json
+
+    verdicts = gate_verdicts(report, gates)  # an undefined gated value is bad input: before any write
+    if json_path:
         atomic_write_json(json_path, report)
     if plot:
         from compatctl.evaluate.plot import plot_curve
 
         plot_curve(report, plot)
+    if per_query:
+        import json
+
+        lines = (json.dumps(row) + "\n" for row in comparison.per_query_rows())
+        atomic_write_bytes(per_query, "".join(lines).encode())
+    if summary_md:
+        from compatctl.evaluate.summary import summary_markdown
+
+        atomic_write_bytes(summary_md, summary_markdown(report, verdicts).encode())
     check_gates(report, gates)
     if gates:
-        from compatctl.evaluate.gates import passed_gates_line
-
         console.print(passed_gates_line(report, gates), highlight=False, soft_wrap=True)
+
+
+def _check_compare_usage(compared: dict, ci, per_query, qrels, metrics, curve: bool, no_map: bool) -> None:
+    given = [f"--{name.replace('_', '-')}" for name, value in compared.items() if value is not None]
+    given += [flag for flag, value in (("--ci", ci), ("--per-query", per_query), ("--qrels", qrels),
+                                       ("--metrics", metrics)) if value is not None]
+    if given and curve:
+        raise BadInputError(f"{', '.join(given)} apply to a plain eval, not to --backfill-with")
+    if given and no_map:
+        raise BadInputError(f"{given[0]} needs the full ranking; drop --no-map")
 
 
 def _parse_topk(text: str) -> tuple[int, ...]:
@@ -139,26 +218,45 @@ def _with_progress(run):
         return run(stage_reporter(progress, unit=None))
 
 
-def _run_single(query, gallery, backfill_with, order, steps, seed, options, gallery_block, no_map) -> dict:
-    from compatctl.evaluate import backfill_curve, evaluate
-    from compatctl.store import open_embeddings
+class _Opener:
+    """Opens each path once: `eval X X --ceiling X` opens (and checksums) X once."""
 
-    opened: dict[Path, object] = {}  # `eval X X` opens (and checksums) X once
+    def __init__(self):
+        self.opened: dict[Path, object] = {}
 
-    def source(path: Path):
+    def __call__(self, path: Path | None):
+        from compatctl.store import open_embeddings
+
+        if path is None:
+            return None
         key = Path(path).resolve()
-        if key not in opened:
-            opened[key] = open_embeddings(path)
-        return opened[key]
+        if key not in self.opened:
+            self.opened[key] = open_embeddings(path)
+        return self.opened[key]
 
-    query_set, gallery_set = source(query), source(gallery)
-    if backfill_with is None:
-        return _with_progress(lambda cb: evaluate(query_set, gallery_set, with_map=not no_map,
-                                                  gallery_block=gallery_block, progress=cb, **options))
-    new_set = source(backfill_with)
-    return _with_progress(lambda cb: backfill_curve(query_set, gallery_set, new_set, order=order or "random",
-                                                    steps=20 if steps is None else steps, seed=seed,
-                                                    progress=cb, **options))
+
+def _run_compare(query, gallery, compared, ci, seed, qrels, metrics, options, gallery_block, no_map):
+    from compatctl.evaluate.compare import compare
+
+    source = _Opener()
+    judged = None
+    if qrels is not None:
+        from compatctl.evaluate.qrels import read_qrels
+
+        judged = read_qrels(qrels)
+    sets = {name: source(path) for name, path in compared.items()}
+    return _with_progress(lambda cb: compare(source(query), source(gallery), ci=ci, seed=seed, qrels=judged,
+                                             metrics=metrics, with_map=not no_map, gallery_block=gallery_block,
+                                             progress=cb, **sets, **options))
+
+
+def _run_curve(query, gallery, backfill_with, order, steps, seed, options) -> dict:
+    from compatctl.evaluate import backfill_curve
+
+    source = _Opener()
+    return _with_progress(lambda cb: backfill_curve(source(query), source(gallery), source(backfill_with),
+                                                    order=order or "random", steps=20 if steps is None else steps,
+                                                    seed=seed, progress=cb, **options))
 
 
 def _run_matrix(sets, plan, json_path, options, *, gallery_block: int, with_map: bool) -> None:
@@ -187,12 +285,14 @@ def _show_report(report: dict) -> None:
     # The title is its own line, never wrapped: rich would break it inside the file names.
     console.print(f"{inputs['query']['path']} → {inputs['gallery']['path']}", markup=False, highlight=False,
                   soft_wrap=True, style="italic")
-    table = Table()
-    table.add_column("metric")
-    table.add_column("%", justify="right")
-    for name, value in report["metrics"].items():
-        table.add_row(name, _pct(value))
-    console.print(table)
+    console.print(_metric_table(report))
+    if "flips" in report:
+        flips = report["flips"]
+        console.print(f"flips at top-1 over {flips['matched_queries']} matched queries: {flips['negative']} negative "
+                      f"({_pct(report['negative_flip_rate'])} %), {flips['positive']} positive "
+                      f"({_pct(report['positive_flip_rate'])} %)", highlight=False)
+    if "ci" in report:
+        console.print(f"intervals: {report['ci']['method']}", highlight=False)
     if "curve" in report:
         _show_curve(report["curve"])
     counts = report["counts"]
@@ -200,6 +300,25 @@ def _show_report(report: dict) -> None:
                   f"{counts['gallery']} gallery rows, {counts['left_out_self']} own rows left out, "
                   f"{counts['skipped_no_positive']} queries without positives skipped; "
                   f"{report['elapsed_s']:.2f} s", highlight=False)
+
+
+def _metric_table(report: dict):
+    """metric | % (| baseline | ceiling | gap closed) (| CI low–high), percentages."""
+    from rich.table import Table
+
+    parts = [part for part in ("baseline", "ceiling", "gap_closed") if part in report]
+    ci = report.get("ci")
+    table = Table()
+    for column in ("metric", "%", *(part.replace("_", " ") + " %" for part in parts),
+                   *([f"{100 * ci['level']:g}% CI"] if ci else [])):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    for name, value in report["metrics"].items():
+        cells = [_pct(report[part][name]) if report[part][name] is not None else "–" for part in parts]
+        if ci:
+            low, high = ci["low"].get(name), ci["high"].get(name)
+            cells.append("–" if low is None else f"{_pct(low)}–{_pct(high)}")
+        table.add_row(name, _pct(value), *cells)
+    return table
 
 
 def _show_curve(curve: dict) -> None:

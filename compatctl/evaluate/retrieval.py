@@ -149,7 +149,8 @@ def evaluate_records(query, gallery, *, distance: str = "cosine", topk=(1, 5), d
     if needs_ranking and not with_map:
         raise BadInputError(f"{needs_ranking[0]} needs the full ranking; drop --no-map")
     sums = MetricSums(ks, at_r=map_at_r, with_map=with_map)
-    sink = RecordSink(metrics or tuple(sums.result())) if with_map and (keep or metrics) else None
+    recorded = tuple(dict.fromkeys((*(metrics or sums.result()), "map")))  # AP always: --per-query shows it
+    sink = RecordSink(recorded) if with_map and (keep or metrics) else None
     used = dim_info["used"]
     if with_map:
         relevance = label_relevance if qrels is None else qrels.relevance(query, gallery)

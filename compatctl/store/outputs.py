@@ -65,6 +65,8 @@ OUTPUT_KINDS = {
     "report": OutputKind("a JSON report", folder=False, suffixes=(".json",)),
     "plot": OutputKind("an image", folder=False, suffixes=PLOT_SUFFIXES),
     "plan": OutputKind("a plan file", folder=False, suffixes=(".csv", ".jsonl", ".ndjson", ".json")),
+    "per_query": OutputKind("a per-query JSONL file", folder=False, suffixes=(".jsonl",)),
+    "summary": OutputKind("a Markdown summary", folder=False, suffixes=(".md", ".markdown")),
 }
 
 
