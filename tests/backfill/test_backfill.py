@@ -156,3 +156,16 @@ def test_single_file_gallery(world, tmp_path):
     out = read_set(tmp_path / "g")
     assert (out.provenance == BACKFILLED).sum() == 150
     np.testing.assert_array_equal(out.ids, world.ids)
+
+
+@pytest.mark.parametrize("text", ["[" * 100_000 + "]" * 100_000, '{"backfill": {"budget": "lots"}}', "[1, 2]"])
+def test_budget_check_reads_a_hostile_manifest_through_the_bounded_reader(tmp_path, text):
+    """check_budget runs before any work on whatever --out holds: never a RecursionError or a TypeError;
+    an unreadable manifest is left to prepare_destination's one clear line."""
+    from compatctl.backfill.destination import check_budget, prepare_destination
+
+    (tmp_path / "g").mkdir()
+    (tmp_path / "g" / "manifest.json").write_text(text)
+    check_budget(tmp_path / "g", 0.1, force=False)
+    with pytest.raises(BadInputError, match=str(tmp_path / "g")):  # names --out or its manifest
+        prepare_destination(tmp_path / "g", resume_key="k", lineage={"shard_rows": 8, "rows": 40}, part=(1, 1))
