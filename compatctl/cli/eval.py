@@ -56,7 +56,7 @@ def eval_cli(
                                            "(e.g. new/new); with --baseline, report gap_closed."),
     ceiling_gallery: Optional[Path] = typer.Option(None, "--ceiling-gallery", help="The ceiling's gallery "
                                                    "(default: --ceiling itself, leave-one-out)."),
-    ci: Optional[float] = typer.Option(None, "--ci", help="LEVEL in (0, 1), e.g. 0.95: percentile bootstrap "
+    ci: Optional[float] = typer.Option(None, "--ci", help="LEVEL in (0, 1), e.g. 0.95: BCa bootstrap "
                                        "intervals over queries (1000 resamples, --seed; duplicated queries "
                                        "resampled as one cluster), paired with the baseline/ceiling by query id."),
     fail_over: list[str] = typer.Option([], "--fail-over", help="METRIC=VALUE gate, repeatable: exit 1 when "
@@ -90,8 +90,9 @@ def eval_cli(
     --baseline OLD_QUERY and --ceiling NEW_QUERY evaluate those pairs too (each gallery defaults
     to its query set) and report, per metric, gap_closed = (M − M_baseline) / (M_ceiling −
     M_baseline); with --baseline, negative/positive flip rates at top-1 (queries matched by id)
-    and the classes that lose most. --ci LEVEL adds intervals by a percentile bootstrap over
-    queries (1000 resamples; byte-identical queries resampled together), the same resampled
+    and the classes that lose most. --ci LEVEL adds intervals by a BCa bootstrap (bias-corrected,
+    accelerated percentiles) over queries (1000 resamples, --seed; byte-identical queries
+    resampled together as one cluster), the same resampled
     queries for candidate, baseline and ceiling, so the interval of a difference (diff.M),
     of gap_closed and of the flip rates is paired. Gates may name any of these:
     gap_closed.top1, negative_flip_rate, ci_low.top1, ci_high.diff.map, ...
