@@ -79,10 +79,10 @@ def read_qrels(path: Path) -> Qrels:
         raise BadInputError(f"--qrels {path}: holds no judgments; expected BEIR 'query-id<TAB>corpus-id<TAB>score' "
                             "lines after the header, or TREC 'qid 0 docid rel' lines")
     query_ids, corpus_ids, grades = (np.array(column) for column in zip(*rows))
-    pairs = np.char.add(np.char.add(query_ids, "\x00"), corpus_ids)
+    pairs = np.char.add(np.char.add(query_ids, "\t"), corpus_ids)  # no id holds a tab
     unique, counts = np.unique(pairs, return_counts=True)
     if (counts > 1).any():
-        first = unique[counts > 1][0].split("\x00")
+        first = unique[counts > 1][0].split("\t")
         raise BadInputError(f"--qrels {path}: {int((counts > 1).sum())} (query, corpus) pairs are judged more "
                             f"than once, e.g. {first[0]!r} / {first[1]!r}; keep one grade per pair")
     return Qrels(path, layout, query_ids, corpus_ids, grades.astype(np.int64))

@@ -84,3 +84,39 @@ def test_qrels_through_the_cli(runner, tmp_path):
     assert set(metrics) == {"ndcg@10", "recall@100", "mrr@10"}
     assert metrics["ndcg@10"] == pytest.approx(expected["ndcg@10"], abs=1e-6)
     assert "gates passed" in result.output
+
+
+QRELS_BAD = [
+    ("query-id\tcorpus-id\tscore\nq0\td000\t1\nq0\tnope\t1\nq99\td001\t2\n", "names 1 query ids absent"),
+    ("query-id\tcorpus-id\tscore\nq0\tnope\t1\nq0\tgone\t1\n", "names 2 corpus ids absent"),
+    ("query-id\tcorpus-id\tscore\nq0\td000\thigh\n", "grade 'high' is not a whole number"),
+    ("query-id\tcorpus-id\tscore\nq0\td000\t1\nq0\td000\t2\n", "judged more than once"),
+    ("q0 0 d000\n", "has 3 fields"),
+    ("query-id\tcorpus-id\tscore\n", "holds no judgments"),
+]
+
+
+@pytest.mark.parametrize("text,message", QRELS_BAD)
+def test_bad_qrels_exit_2_with_one_line(runner, tmp_path, text, message):
+    query, corpus, _ = corpus_and_queries(seed=2, queries=5, docs=20)
+    np.savez(tmp_path / "q.npz", embeddings=query.embeddings, ids=query.ids)
+    np.savez(tmp_path / "c.npz", embeddings=corpus.embeddings, ids=corpus.ids)
+    (tmp_path / "qrels.tsv").write_text(text)
+    result = runner.invoke(app, ["eval", str(tmp_path / "q.npz"), str(tmp_path / "c.npz"), "--qrels",
+                                 str(tmp_path / "qrels.tsv")])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_qrels_with_integer_ids_and_a_gate_on_an_uncomputed_metric(runner, tmp_path):
+    rng = np.random.default_rng(4)
+    np.savez(tmp_path / "q.npz", embeddings=rng.normal(size=(4, 3)).astype(np.float32))
+    np.savez(tmp_path / "c.npz", embeddings=rng.normal(size=(9, 3)).astype(np.float32))
+    (tmp_path / "qrels.txt").write_text("0 0 3 1\n1 0 4 2\n2 0 5 1\n3 0 8 1\n")
+    args = ["eval", str(tmp_path / "q.npz"), str(tmp_path / "c.npz"), "--qrels", str(tmp_path / "qrels.txt")]
+    result = runner.invoke(app, args + ["--json", str(tmp_path / "r.json")])
+    assert result.exit_code == 0, result.output
+    assert set(json.loads((tmp_path / "r.json").read_text())["metrics"]) == {"ndcg@10", "recall@100", "mrr@10", "map"}
+    result = runner.invoke(app, args + ["--fail-under", "top1=0.5"])
+    assert result.exit_code == 2 and "unknown metric 'top1'" in result.output

@@ -13,7 +13,8 @@ RUN_WITHOUT_TORCH = ("import sys; sys.modules['torch'] = None; sys.modules['fais
                      "sys.argv = ['compatctl'] + sys.argv[1:]; from compatctl.cli import main; main()")
 
 
-@pytest.mark.parametrize("command", [["eval", "{e}", "{e}"], ["inspect", "{e}"]])
+@pytest.mark.parametrize("command", [["eval", "{e}", "{e}"], ["inspect", "{e}"],
+                                     ["eval", "{e}", "{e}", "--baseline", "{e}", "--ceiling", "{e}", "--ci", "0.9"]])
 def test_command_runs_without_torch(tmp_path, command):
     rng = np.random.default_rng(0)
     path = tmp_path / "e.npz"
