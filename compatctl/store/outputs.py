@@ -66,7 +66,7 @@ OUTPUT_KINDS = {
     "plot": OutputKind("an image", folder=False, suffixes=PLOT_SUFFIXES),
     "plan": OutputKind("a plan file", folder=False, suffixes=(".csv", ".jsonl", ".ndjson", ".json")),
     "per_query": OutputKind("a per-query JSONL file", folder=False, suffixes=(".jsonl",)),
-    "summary": OutputKind("a Markdown summary", folder=False, suffixes=(".md", ".markdown")),
+    "summary": OutputKind("a Markdown summary", folder=False),  # any name: $GITHUB_STEP_SUMMARY has no suffix
 }
 
 
@@ -123,7 +123,7 @@ def _check_type(output: Output) -> None:
                             f"choose another {output.option} (a new or empty folder)")
     if not kind.folder and path.is_dir():
         raise BadInputError(f"{output.label}: is a folder, but this names {kind.what}; "
-                            f"give a file name, e.g. {output.option} {path / ('out' + kind.suffixes[0])}")
+                            f"give a file name, e.g. {output.option} {path / ('out' + (kind.suffixes or ('',))[0])}")
     if kind.suffixes and path.suffix.lower() not in kind.suffixes:
         raise BadInputError(f"{output.label}: {kind.what} must end in {', '.join(kind.suffixes)}; "
                             f"choose a name such as {output.option} {path.with_suffix(kind.suffixes[0])}")

@@ -84,9 +84,9 @@ def test_cli_gates_per_query_and_summary(runner, three):
     summary = (d / "s.md").read_text()
     assert "| `top1` |" in summary and "gap closed" in summary and "pass" in summary and "Flips" in summary
     failing = run(runner, d / "cand.npz", d / "cand.npz", "--baseline", d / "old.npz",
-                  "--fail-over", "negative_flip_rate=0.0", "--summary-md", d / "f.md")
+                  "--fail-over", "negative_flip_rate=0.0", "--summary-md", d / "step_summary_1")
     assert failing.exit_code == 1 and "gate failed: negative_flip_rate" in failing.output
-    assert "**FAIL**" in (d / "f.md").read_text()
+    assert "**FAIL**" in (d / "step_summary_1").read_text()  # any name, as $GITHUB_STEP_SUMMARY
 
 
 BAD = [
@@ -101,7 +101,7 @@ BAD = [
     (["--baseline-gallery", "{d}/old.npz"], "--baseline-gallery needs --baseline"),
     (["--baseline", "{d}/old.npz", "--no-map"], "needs the full ranking"),
     (["--per-query", "{d}/p.json"], "must end in .jsonl"),
-    (["--summary-md", "{d}/s.txt"], "must end in .md"),
+    (["--summary-md", "{d}"], "is a folder"),
     (["--qrels", "{d}/missing.tsv"], "not found"),
     (["--metrics", "ndcg@0"], "unknown metric"),
 ]
