@@ -23,8 +23,9 @@ import numpy as np
 
 from compatctl.errors import BadInputError
 from compatctl.store.columns import read_text_or_int
+from compatctl.store.artifacts import file_sha256
 from compatctl.store.embeddings import MANIFEST, claim_directory, is_temp_file, shard_file
-from compatctl.store.validate import read_json_file
+from compatctl.store.validate import check_progress_record, read_json_file
 
 LINEAGE = {"gallery_fingerprint": "GALLERY", "transform_fingerprint": "transform",
            "side_info_fingerprint": "side-info"}
@@ -79,6 +80,8 @@ def prepare_destination(out: Path, *, resume_key: str, lineage: dict, part: tupl
         if info.get("resume_key") == resume_key:
             return "resume"
         _check_lineage(out, info.get("backfill"), lineage)
+        for index in damaged_shards(out):  # checked while the manifest still records them: once it is
+            shard_file(out, index).unlink()  # gone, a damaged shard's backfilled rows would look reusable
         claim_directory(out, part, resume_key)  # before the old manifest goes
         manifest.unlink(missing_ok=True)
         return "continue"
@@ -98,12 +101,35 @@ def remove_temp_files(out: Path) -> None:
             file.unlink(missing_ok=True)
 
 
+def damaged_shards(out: Path, indices: list[int] | None = None) -> set[int]:
+    """Shards (of ``indices``, default all) that a record at ``out`` (manifest or progress file) lists
+    but whose file differs from the record in size or sha256: corrupt or truncated.
+
+    Their rows must never be reused: a re-run that copied a damaged shard's backfilled rows into a
+    fresh shard would give the corruption a valid checksum instead of repairing it. Hashes only
+    the recorded shards among ``indices`` (on a resume, the pending ones: intact shards are not
+    pending).
+    """
+    wanted = None if indices is None else set(indices)
+    records = [out / MANIFEST, *out.glob("progress.part-*.json")]
+    damaged = set()
+    for record_file in records:
+        if not record_file.is_file():
+            continue
+        for entry in check_progress_record(out, read_json_file(record_file, "embedding-set record")):
+            index, file = entry["index"], out / entry["file"]
+            if (wanted is None or index in wanted) and file.is_file() and \
+                    (file.stat().st_size != entry["bytes"] or file_sha256(file) != entry["sha256"]):
+                damaged.add(index)
+    return damaged
+
+
 def earlier_backfilled(out: Path, index: int, ids: np.ndarray) -> np.ndarray:
     """Mask of rows that an earlier NEW_GALLERY shard file already holds as backfilled.
 
     Files are written atomically, so one that exists is complete: either the earlier run's or
     this run's own (killed before it was recorded); both hold true new-model rows. A file whose
-    ids differ from ``ids`` gives an all-False mask.
+    ids differ from ``ids`` gives an all-False mask. Callers skip :func:`damaged_shards`.
     """
     from safetensors import safe_open
 

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from compatctl.backfill.destination import (backfilled_ids, check_budget, earlier_backfilled, earlier_rows,
-                                            prepare_destination, remove_temp_files)
+from compatctl.backfill.destination import (backfilled_ids, check_budget, damaged_shards, earlier_backfilled,
+                                            earlier_rows, prepare_destination, remove_temp_files)
 from compatctl.backfill.orders import ORDERS, budget_rows
 from compatctl.backfill.plan import check_plan_path, chosen_rows, write_plan
 from compatctl.backfill.rows import GalleryShards, RowSpill, content_fingerprint, missing_ids_message, scratch_dir
@@ -245,9 +245,12 @@ def _backfill(inputs: Inputs, out: Path, *, part, budget, sources: dict, rows, o
 
 def _reusable(out: Path, shards: GalleryShards, pending: list[int], chosen: np.ndarray,
               ids: np.ndarray) -> dict[int, np.ndarray]:
-    """Per pending shard: chosen rows an existing shard file at ``out`` already holds as backfilled."""
+    """Per pending shard: chosen rows an existing, undamaged shard file at ``out`` holds as backfilled."""
     reuse = {}
+    damaged = damaged_shards(out, pending)
     for index in pending:
+        if index in damaged:
+            continue
         start, stop = shards.bounds(index)
         reuse[index] = chosen[start:stop] & earlier_backfilled(out, index, ids[start:stop])
     return reuse

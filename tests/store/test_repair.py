@@ -70,6 +70,42 @@ def test_backfill_rerun_repairs_a_damaged_shard(runner, tmp_path, damage):
     assert snapshot(out) == original
 
 
+def flip_backfilled_row(shard: Path) -> None:
+    """Flip one bit of a backfilled row's embedding: the damage a re-run must not copy forward."""
+    import struct
+
+    from safetensors.numpy import load_file
+
+    data = bytearray(shard.read_bytes())
+    header_length = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8:8 + header_length])
+    row = int(np.flatnonzero(load_file(shard)["provenance"] == 2)[0])
+    width = header["embeddings"]["shape"][1]
+    data[8 + header_length + header["embeddings"]["data_offsets"][0] + row * width * 4 + 2] ^= 0x40
+    shard.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("then_budget", ["0.3", "0.5"], ids=["resume", "continue"])
+def test_backfill_rerun_never_reuses_a_damaged_backfilled_row(runner, tmp_path, then_budget):
+    """Re-running (same budget) or continuing (larger budget) over a shard whose backfilled row was damaged:
+    the row is re-embedded, not copied with a fresh checksum; the result equals an undamaged run's."""
+    world = make_world(tmp_path)
+    transform = fit(world, "linear", kind="linear")
+
+    def args(out, budget):
+        return ["backfill", str(world.gallery), "--transform", str(transform), "--out", str(out), "--budget", budget,
+                "--order", "random", "--new-embeddings", str(world.new_set)]
+
+    out, reference = tmp_path / "g", tmp_path / "reference"
+    assert runner.invoke(app, args(out, "0.3")).exit_code == 0
+    assert runner.invoke(app, args(reference, then_budget)).exit_code == 0
+    flip_backfilled_row(out / "shard-00001.safetensors")
+    result = runner.invoke(app, args(out, then_budget))
+    assert result.exit_code == 0, result.output
+    assert snapshot(out) == snapshot(reference)
+    assert runner.invoke(app, ["inspect", str(out)]).exit_code == 0
+
+
 def test_inspect_reports_verification(runner, tmp_path):
     world = make_world(tmp_path)
     result = runner.invoke(app, ["inspect", str(world.gallery), "--json"])
