@@ -2,6 +2,7 @@
 
     OMP_NUM_THREADS=1 python benchmarks/eval_intervals.py                # both parts (~2 min on 1 core)
     OMP_NUM_THREADS=1 python benchmarks/eval_intervals.py --skip-timing  # the coverage table only
+    OMP_NUM_THREADS=1 python benchmarks/eval_intervals.py --skip-coverage  # the timing table only
 
 1. Coverage (compatctl.evaluate.coverage): synthetic paired evaluations whose true values are
    known (baseline top-1 0.55, ceiling 0.85, flips 4 % / 24 %, AP ~ Beta(2, 3); each query
@@ -76,8 +77,10 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=10_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-timing", action="store_true")
+    parser.add_argument("--skip-coverage", action="store_true")
     args = parser.parse_args()
-    coverage_table(args.replications, [0.8, 0.9, 0.95])
+    if not args.skip_coverage:
+        coverage_table(args.replications, [0.8, 0.9, 0.95])
     if not args.skip_timing:
         timing_table(args.rows, args.repeats)
 
