@@ -10,7 +10,7 @@ naming the path and the fix):
 - an output that is one of the inputs (same path, symlink or hard link), lies inside an input
   folder, or is a folder holding an input;
 - an existing file of another kind (a model where a transform goes, an embeddings file where
-  a JSON report goes) or a transform of another lineage, unless ``force``;
+  a JSON report, plot, plan or summary goes) or a transform of another lineage, unless ``force``;
 - an output another run is writing: each output has an advisory ``flock`` on a hidden lock
   file next to it (``.NAME.lock``), held until the claim is released. ``--part I/N`` workers
   share that lock and each holds its own ``.NAME.part-I-of-N.lock``, so N workers can fill
@@ -243,6 +243,21 @@ def _check_report(output: Output) -> None:
                             f"{output.option}, or delete it first")
 
 
+def _check_not_data(output: Output) -> None:
+    """A plot, plan, per-query or summary output never replaces a safetensors or .npz file (a model,
+    transform or embeddings): ``--summary-md`` takes any name, and the others' suffixes are no proof."""
+    with open(output.path, "rb") as handle:
+        start = handle.read(9)
+    holds = None
+    if start.startswith(b"PK\x03\x04"):
+        holds = "a .npz (zip) archive"
+    elif len(start) == 9 and start[8:9] == b"{" and int.from_bytes(start[:8], "little") < output.path.stat().st_size:
+        holds = "a safetensors file (a model, transform or embeddings)"
+    if holds:
+        raise BadInputError(f"{output.label}: already exists and holds {holds}, not {OUTPUT_KINDS[output.kind].what}; "
+                            f"choose another {output.option}, or delete it first")
+
+
 def check_output_contents(output: Output, *, force: bool = False, lineage: dict | None = None) -> None:
     """Refuse an existing output of another kind (or, for a transform, another lineage) unless ``force``."""
     kind = OUTPUT_KINDS[output.kind]
@@ -253,6 +268,8 @@ def check_output_contents(output: Output, *, force: bool = False, lineage: dict 
             _check_artifact(output, lineage or {})
         elif output.kind == "report":
             _check_report(output)
+        else:
+            _check_not_data(output)
 
 
 # ---------------------------------------------------------------- one writer per output
