@@ -19,7 +19,15 @@ import torch
 
 from compatctl.errors import BadInputError
 
-PAD = 4  # random-crop padding in pixels (the standard CIFAR augmentation)
+PAD_FRACTION = 8  # random-crop padding = image side / 8: CIFAR's standard 4 pixels at 32x32
+
+
+def crop_padding(height: int, width: int) -> int:
+    """Pixels of zero padding for the random crop: 1/8 of the shorter side, at least 1.
+
+    4 at CIFAR's 32x32 (the standard augmentation); 1 at 8x8, where a 4-pixel shift would cut
+    away half of a digit."""
+    return max(1, min(height, width) // PAD_FRACTION)
 
 
 @dataclasses.dataclass
@@ -61,10 +69,12 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
 
 
 def _shifted_windows(batch: torch.Tensor, generator: torch.Generator, flip: bool) -> torch.Tensor:
-    """Random ``PAD``-pixel shift (zero padding) of each image, mirrored left-right at random if ``flip``."""
+    """Random shift (zero padding, :func:`crop_padding` pixels) of each image, mirrored left-right at
+    random if ``flip``."""
     size, channels, height, width = batch.shape
-    padded = torch.nn.functional.pad(batch, (PAD, PAD, PAD, PAD))
-    offsets = torch.randint(0, 2 * PAD + 1, (2, size), generator=generator)
+    pad = crop_padding(height, width)
+    padded = torch.nn.functional.pad(batch, (pad, pad, pad, pad))
+    offsets = torch.randint(0, 2 * pad + 1, (2, size), generator=generator)
     rows = offsets[0][:, None] + torch.arange(height)
     cols = offsets[1][:, None] + torch.arange(width)
     if flip:  # drawn after the offsets, so crop_flip repeats the augmentation of earlier releases
@@ -89,7 +99,7 @@ DEFAULT_AUGMENTATION = "crop"
 def augment(batch: torch.Tensor, generator: torch.Generator, mode: str = DEFAULT_AUGMENTATION) -> torch.Tensor:
     """Augment a uint8 NCHW batch as ``mode`` says (a key of :data:`AUGMENTATIONS`).
 
-    ``crop``: a random crop of the image padded by 4 zero pixels (a shift by up to 4 pixels);
+    ``crop``: a random crop of the image zero-padded by 1/8 of its side (up to 4 pixels at 32x32);
     ``crop_flip``: the same, and half the images mirrored left-right; ``none``: unchanged.
     Vectorised over the batch (one gather); the same generator state gives the same output.
     The random draws come from ``generator`` on the CPU, then move to the batch's device.

@@ -34,15 +34,16 @@ class L2Config:
 @dataclass
 class BCTConfig:
     weight: float = option(1.0, min=0.0, help="weight of the influence loss (lambda; 1 in the paper)")
-    synthesize: str = option("missing", choices=("missing", "all", "none"),
-                             help="classes whose old-classifier row is the mean old embedding: 'missing' "
-                                  "(classes the old model never saw; the paper), 'all', or 'none' (the old "
-                                  "classifier must then cover every listed class)")
-    classifier_scale: float = option(0.0, min=0.0,
-                                     help="0: the paper's raw influence logits W_old e + b; > 0: cosine logits, "
-                                          "scale * cos(e, row), bias dropped. On CIFAR-10 (examples/cifar10) raw "
-                                          "failed new/old > old/old in every variant (32-37 vs 43.5 top-1); "
-                                          "scale 8 passed (50-52), scale 16 did not (38-42)")
+    synthesize: str = option("all", choices=("missing", "all", "none"),
+                             help="classes whose influence-classifier row is the mean old embedding of the class: "
+                                  "'all' (default), 'missing' (only classes the old model never saw, the old "
+                                  "classifier's rows for the rest: the paper), or 'none' (the old classifier "
+                                  "alone, which must then cover every listed class)")
+    classifier_scale: float = option(4.0, min=0.0,
+                                     help="> 0: cosine logits, scale * cos(e, row), bias dropped (default 4: bounded "
+                                          "logits, see benchmarks/robustness.py); 0: the paper's raw logits "
+                                          "W_old e + b, which diverged or failed new/old > old/old on every "
+                                          "setting we measured")
     match_norms: bool = option(False, help="raw form only: rescale the synthesized rows (old class means) to the "
                                            "mean norm of the old classifier's rows (did not help on CIFAR-10)")
 
@@ -57,9 +58,10 @@ class BT2Config:
     old_classifier_weight: float = option(1.0, min=0.0,
                                           help="lambda2 (the reference uses 10 with Adam): CE of the compatible part through the class-mean "
                                                "classifier of old embeddings")
-    classifier_scale: float = option(16.0, min=0.0,
+    classifier_scale: float = option(4.0, min=0.0,
                                      help="the class-mean classifier is cosine (both sides normalized) times "
-                                          "this scale; 0 uses raw dot products")
+                                          "this scale (default 4: a soft, bounded term; 16 let it swamp the main "
+                                          "loss where old class means are near-parallel); 0 uses raw dot products")
     teacher: str | None = option(None, help="path of an independently trained new model to distil from")
     teacher_weight: float = option(1.0, min=0.0, help="lambda1: 1 - cos(feature, teacher embedding)")
 
@@ -94,8 +96,8 @@ class TrainConfig:
     grad_clip: float = option(5.0, min=0.0, help="largest global gradient norm per step (0: no clipping)")
     label_smoothing: float = option(0.0, min=0.0, max=0.99)
     augment: str = option("crop", choices=AUGMENT_NAMES,
-                          help="train-time augmentation: 'crop' (random shift by up to 4 pixels with zero "
-                               "padding; safe for digits and text in images), 'crop_flip' (also mirrors half "
+                          help="train-time augmentation: 'crop' (random shift by up to 1/8 of the image side, 4 pixels "
+                               "at 32x32, zero padding; safe for digits and text in images), 'crop_flip' (also mirrors half "
                                "the images left-right: natural photos such as CIFAR-10), 'none'; the "
                                "contrastive method makes its own views and ignores it")
     validation_fraction: float = option(0.1, min=0.0, max=0.5,

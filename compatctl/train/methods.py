@@ -5,27 +5,25 @@ the "data" side of a step) and the inputs into a loss (``loss``: the forward pas
 
 - ``independent``: cross-entropy only (also how the first model of a lineage is trained);
 - ``l2``: + weight · ||φ_new(x) − φ_old(x)||² on the same augmented image (same dims);
-- ``bct``: + weight · CE(W_old · φ_new(x), y), the frozen old classifier ("influence loss").
-  Classes the old model never saw get a synthesized row: the mean old embedding of that class
-  over the new training set (bias 0). With ``bct.synthesize: missing`` (default, as in the
-  paper) the old rows of the classes it was trained on are kept; ``all`` uses class means for
-  every class (as one public re-implementation does); ``none`` uses the old classifier alone,
-  which must then cover every class listed for the new model. ``bct.classifier_scale`` s > 0
-  turns the logits into s · cos(φ_new(x), row) (bias dropped); 0 keeps the paper's raw form.
-  Why: retrieval compares directions, and CIFAR-10's unseen classes have old class means nearly
-  parallel to seen ones (cos 0.96-0.99: ship/airplane, dog/cat, horse/deer, truck/automobile).
-  Our reading: raw logits separate such rows only by growing φ_new along their small difference,
-  pulling it off the old geometry: new/old top-1 32-37 < old/old 43.5 in every raw variant. Cosine logits
-  are bounded; a low scale keeps the softmax soft, so the gradient points at the own class
-  mean rather than at the difference from its twin: s=8 gave new/old 49.9 (weight 1) and 51.5
-  (weight 3), s=16 only 37.8-41.8 (one GPU run each, examples/cifar10/bct.yaml protocol).
-  ``bct.match_norms`` rescales synthesized rows to the old rows' mean norm (raw form;
-  new/old 34.2, no help);
+- ``bct``: + weight · CE(s · cos(φ_new(x), row_c), y), the influence loss through a frozen
+  classifier built from the old model. Its rows: with ``bct.synthesize: all`` (default) the mean
+  old embedding of every class over the new training set; ``missing`` (the paper) keeps the old
+  classifier's rows for the classes it was trained on and synthesizes only the others; ``none``
+  uses the old classifier alone, which must then cover every listed class. ``bct.classifier_scale``
+  s > 0 (default 4) gives cosine logits (bias dropped); 0 keeps the paper's raw logits
+  W_old φ_new(x) + b. Why cosine at a low scale: retrieval compares directions, and the old
+  class means of classes the old model never saw are often nearly parallel to seen ones (cos
+  0.96-0.99 on CIFAR-10). Raw logits can only separate such rows by growing φ_new along their
+  small difference, which pulls it off the old geometry or diverges (NaN within the first epoch on
+  the digits); bounded cosine logits at a low scale keep the softmax soft, so the gradient
+  points at the own class mean. Measured with ``benchmarks/robustness.py`` (README).
+  ``bct.match_norms`` rescales synthesized rows to the old rows' mean norm (raw form only);
 - ``bt2``: the model gets ``bt2.extra_dims`` extra dims and an orthonormal basis
   transformation; its first d_old embedding dims are the compatible part. Loss: CE on the base
   feature + λ3 (1 − cos(compatible, φ_old)) + λ2 CE(s · cos(M, compatible), y), M the class
-  means of old embeddings (all classes), s = ``bt2.classifier_scale`` (0: raw dot products,
-  which let the compatible part's norm run away and wrecked new/new in our CIFAR-10 runs), + λ1 (1 − cos(feature, φ'_new)) when ``bt2.teacher`` is set
+  means of old embeddings (all classes), s = ``bt2.classifier_scale`` (default 4; 16 let this term
+  swamp the main CE where old class means are near-parallel, and 0, raw dot products, let the
+  compatible part's norm run away), + λ1 (1 − cos(feature, φ'_new)) when ``bt2.teacher`` is set
   (a teacher narrower than the feature is matched to the feature's first dims, so the usual
   independent new model of the old model's width can serve);
 - ``contrastive``: SimCLR NT-Xent on two random views of each image; labels unused.

@@ -81,3 +81,19 @@ def test_augmentation_names_match_the_config():
     assert set(AUGMENTATIONS) == set(AUGMENT_NAMES) and TrainConfig().augment == "crop"
     with pytest.raises(BadInputError, match="crop, crop_flip, none"):
         augment(_column_ramps(2), torch.Generator(), "flip")
+
+
+@pytest.mark.parametrize("side, pad", [(8, 1), (16, 2), (32, 4), (64, 8)])
+def test_crop_shift_scales_with_the_image(side, pad):
+    """The crop shifts by at most 1/8 of the side (4 pixels at 32x32, 1 at the 8x8 digits)."""
+    from compatctl.data.transforms import augment, crop_padding
+
+    assert crop_padding(side, side) == pad
+    image = torch.zeros(1, 1, side, side, dtype=torch.uint8)
+    image[0, 0, side // 2, side // 2] = 255  # one bright pixel in the middle
+    shifts = set()
+    for seed in range(60):
+        moved = augment(image, torch.Generator().manual_seed(seed), "crop")[0, 0]
+        row, col = (int(v) for v in torch.nonzero(moved)[0])
+        shifts.add((row - side // 2, col - side // 2))
+    assert max(max(abs(r), abs(c)) for r, c in shifts) == pad

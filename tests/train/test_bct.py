@@ -29,11 +29,11 @@ def influence_loss(setup, embedding: torch.Tensor, labels: torch.Tensor) -> torc
 
 
 def test_missing_keeps_old_rows_and_match_norms_rescales_synthesized_rows(old_model):
-    plain = setup_for(old_model)
+    plain = setup_for(old_model, "bct.synthesize=missing")
     old_weight, old_bias = old_classifier(plain.old)
     weight, bias = influence_classifier(plain)
     assert torch.equal(weight[:2], old_weight[:2]) and torch.equal(bias[:2], old_bias[:2])
-    matched, _ = influence_classifier(setup_for(old_model, "bct.match_norms=true"))
+    matched, _ = influence_classifier(setup_for(old_model, "bct.synthesize=missing", "bct.match_norms=true"))
     assert torch.equal(matched[:2], old_weight[:2])
     target = old_weight.norm(dim=1).mean()
     assert torch.allclose(matched[2:].norm(dim=1), target.expand(2), rtol=1e-5, atol=1e-6)
@@ -46,7 +46,7 @@ def test_cosine_form_ignores_embedding_norm_and_raw_form_does_not(old_model):
     labels = torch.tensor([0, 1, 2, 3, 0, 2])
     cosine = setup_for(old_model, "bct.classifier_scale=16")
     assert torch.allclose(influence_loss(cosine, embedding, labels), influence_loss(cosine, 5 * embedding, labels))
-    raw = setup_for(old_model)
+    raw = setup_for(old_model, "bct.classifier_scale=0")
     assert not torch.allclose(influence_loss(raw, embedding, labels), influence_loss(raw, 5 * embedding, labels))
 
 
