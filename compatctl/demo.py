@@ -70,8 +70,8 @@ def _train(settings: DemoSettings, out: Path, name: str, progress: Progress | No
     seed = settings.seed + (0 if name == "old" else 1)
     config = load_train_config(None, [
         f"data={settings.data}", f"arch={settings.arch}", f"embedding_dim={settings.embedding_dim}",
-        f"epochs={settings.epochs}", f"seed={seed}", f"method={method}", "lr=0.05",
-        f"classes={'first_half' if name == 'old' else 'all'}", "warmup_epochs=1", *overrides])
+        f"epochs={settings.epochs}", f"seed={seed}", f"method={method}",
+        f"classes={'first_half' if name == 'old' else 'all'}", *overrides])
     step = f"train {name}"
 
     def on_event(event: dict) -> None:
@@ -120,22 +120,13 @@ def _apply(gallery: Path, transform: Path, out: Path, progress: Progress | None)
     return out
 
 
-# Method settings of the demo. BCT: cosine influence loss at scale 8 (as the CIFAR-10 example;
-# the paper's raw logits fail there). BT²: the class-mean classifier at cosine scale 4 with
-# weight 3 and the alignment at weight 1; under SGD the reference weights (5/10, tuned for Adam)
-# swamp the classification loss. Both chosen on the built-in data with
-# `python benchmarks/demo_method_sweep.py` (BT² new/old 0.509 vs old/old 0.443 there).
-BCT_SETTINGS = ("bct.classifier_scale=8", "bct.synthesize=all", "bct.weight=3")
-BT2_SETTINGS = ("bt2.classifier_scale=4", "bt2.old_classifier_weight=3", "bt2.align_weight=1")
-
-
 def train_models(settings: DemoSettings, out: Path, progress: Progress | None) -> dict[str, Path]:
     """The old model, then the new ones; BT² distils from the independent new model."""
     models = {"old": _train(settings, out, "old", progress)}
     models["independent"] = _train(settings, out, "independent", progress)
-    models["bct"] = _train(settings, out, "bct", progress, old=models["old"], overrides=BCT_SETTINGS)
+    models["bct"] = _train(settings, out, "bct", progress, old=models["old"])  # BCT and BT² keep their defaults
     models["bt2"] = _train(settings, out, "bt2", progress, old=models["old"], overrides=(
-        f"bt2.teacher={models['independent']}", f"bt2.extra_dims={settings.embedding_dim // 4}", *BT2_SETTINGS))
+        f"bt2.teacher={models['independent']}", f"bt2.extra_dims={settings.embedding_dim // 4}"))
     return models
 
 
