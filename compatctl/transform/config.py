@@ -39,11 +39,18 @@ class TransformConfig:
     batch_size: int = option(512, min=8, max=1 << 20)
     lr: float = option(2e-3, min=0.0, max=10.0)
     weight_decay: float = option(1e-4, min=0.0, max=10.0)
+    min_epoch_steps: int = option(80, min=1, max=1 << 20,
+                                  help="an epoch repeats passes over the train pairs until it has this many "
+                                       "optimizer steps (small sets would otherwise get a few steps in all)")
     warmup_epochs: int = option(1, min=0, max=1000)
     patience: int = option(4, min=1, max=10000, help="epochs without validation improvement before stopping")
     input_noise: float = option(0.0, min=0.0, max=10.0,
                                 help="Gaussian noise added to standardized inputs while training (a stand-in "
                                      "for the image augmentation stored embeddings lack)")
+    input_noise_grid: list[float] = option(
+        default_factory=lambda: [0.0, 1.0],
+        help="auto trains the mlp once per value (as input_noise) and keeps the best on validation: noise "
+             "regularises small pair sets, where the mlp otherwise overfits within an epoch or two")
     discriminative_weight: float | None = option(
         0.0, min=0.0, max=100.0,
         help="weight of the class-mean classifier term (opt-in: it raises mAP but can lower top-1); "
@@ -93,6 +100,9 @@ def check_combination(config: TransformConfig, source: str = "config") -> None:
     if config.kind == "auto" and config.validation_fraction <= 0:
         problems.append("kind: auto selects on held-out pairs but validation_fraction is 0; set "
                         "validation_fraction > 0 (e.g. 0.1) or pick a kind (linear, procrustes, mlp)")
+    if not config.input_noise_grid or any(not isinstance(v, float) or v < 0 for v in config.input_noise_grid):
+        problems.append(f"'input_noise_grid' must be a non-empty list of noise scales >= 0, "
+                        f"got {config.input_noise_grid!r}")
     if not config.ridge_grid or any(not isinstance(v, float) or v < 0 for v in config.ridge_grid):
         problems.append(f"'ridge_grid' must be a non-empty list of strengths >= 0, got {config.ridge_grid!r}")
     if problems:

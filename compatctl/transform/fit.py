@@ -102,19 +102,27 @@ def fit_mlp_kind(train, scorer, config, progress=None) -> Fitted:
 
 
 def fit_auto(train, scorer, config, progress=None) -> Fitted:
-    """Every closed form, then the mlp on top of the best; keep the best on validation.
+    """Every closed form, then the mlp on top of the best (once per ``input_noise_grid`` value);
+    keep the best on validation.
 
-    The mlp starts at (and can stop at) the best closed form; it replaces that closed form only
-    when its validation top-1 gain is significant (``config.mlp_margin``, see
+    The mlp starts at (and can stop at) the best closed form; the best mlp replaces that closed
+    form only when its validation top-1 gain is significant (``config.mlp_margin``, see
     compatctl.transform.select), so the result's validation score is never below the best closed
     form's. With ``uncertainty`` the mlp is returned (it carries the head; epoch 0 if the
     closed form wins, with the head trained alone).
     """
     base = _fit_closed(train, scorer, config, with_procrustes=True)
-    row, tensors, architecture = _mlp_on(base, train, scorer, config, progress)
-    candidates = base.candidates + [row]
+    mlps = [_mlp_on(base, train, scorer, dataclasses.replace(config, input_noise=noise), progress)
+            for noise in config.input_noise_grid]
+    for noise, (row, _, architecture) in zip(config.input_noise_grid, mlps):
+        if len(mlps) > 1:
+            row["candidate"] += f" input_noise={noise:g}"
+            architecture["input_noise"] = noise
+    best = max(range(len(mlps)), key=lambda i: (scorer.key(mlps[i][0]), -i))
+    row, tensors, architecture = mlps[best]
+    candidates = base.candidates + [r for r, _, _ in mlps]
     if config.uncertainty or _mlp_wins(scorer, base, row, tensors, config):
-        return Fitted("mlp", tensors, architecture, candidates, len(candidates) - 1)
+        return Fitted("mlp", tensors, architecture, candidates, len(base.candidates) + best)
     return dataclasses.replace(base, candidates=candidates)
 
 

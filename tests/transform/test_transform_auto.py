@@ -177,3 +177,31 @@ def test_no_validation_split_labels_the_metrics_train(runner, labelled_pair):
     assert "TRAIN (no validation split) top1" in text and "val top1" not in text
     header = load_transform(tmp / "h.safetensors").header
     assert "train_metrics" in header and "validation" not in header and "candidates" not in header
+
+
+def test_auto_trains_one_mlp_per_input_noise_value(tmp_path):
+    old, labels = clustered_old(600, 6)
+    new = np.tanh(old).astype(np.float32)
+    report, _ = _fit(tmp_path, old, new, labels, **FAST_MLP)
+    mlps = [row["candidate"] for row in report["candidates"]["table"] if row["kind"] == "mlp"]
+    assert len(mlps) == 2 and mlps[0].endswith("input_noise=0") and mlps[1].endswith("input_noise=1")
+    report, _ = _fit(tmp_path, old, new, labels, **{**FAST_MLP, "input_noise_grid": [0.0]})
+    mlps = [row["candidate"] for row in report["candidates"]["table"] if row["kind"] == "mlp"]
+    assert len(mlps) == 1 and "input_noise" not in mlps[0]
+
+
+def test_small_sets_get_at_least_min_epoch_steps_per_epoch():
+    from compatctl.transform.mlp_fit import epoch_steps
+
+    config = TransformConfig()  # batch 512, min_epoch_steps 80
+    assert epoch_steps(1131, config) == 81  # 27 passes of 3 steps
+    assert epoch_steps(45_000, config) == 88  # one pass already has more
+    assert epoch_steps(45_000, TransformConfig(min_epoch_steps=1)) == 88
+
+
+@pytest.mark.parametrize("grid", ["[]", "[-1.0]"])
+def test_bad_input_noise_grid_is_refused(grid):
+    from compatctl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="input_noise_grid"):
+        load_transform_config(None, [f"input_noise_grid={grid}"])
