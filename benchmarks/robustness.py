@@ -7,7 +7,9 @@ in data, architecture, embedding width and class split.
 
 Per setting: an old model on a subset of the classes, then on all classes an independent new
 model, BCT and BT² against that old model. Only the setting's own keys are set (data, classes,
-arch, embedding_dim, epochs, seed); every method key keeps its default. Each model embeds the
+arch, embedding_dim, epochs, seed); every method key keeps its default. BT² follows the
+reference recipe of three models: it distils from the independent new model (``bt2.teacher``;
+``--no-bt2-teacher`` trains it without). Each model embeds the
 setting's test split; the test split is query set and gallery (leave-one-out, cosine). Printed
 per setting: old/old, new/new and new/old top-1 (%) and the criteria of the compatibility
 protocol: BCT and BT² new/old > old/old, BT² new/new >= 0.97 x independent new/new.
@@ -147,7 +149,7 @@ def top1(query, gallery, dims: int | None = None) -> float:
     return evaluate(query, gallery, topk=(1,), dims=dims, with_map=False)["metrics"]["top1"]
 
 
-def run_setting(name: str, size: str, out: Path, data_dir: Path, cifar: Path, seed: int) -> dict:
+def run_setting(name: str, size: str, out: Path, data_dir: Path, cifar: Path, seed: int, teacher: bool) -> dict:
     _, keys, old_classes, factor = SETTINGS[name]
     old_epochs, new_epochs = (factor * epochs for epochs in SIZES[size][:2])
     spec = data_spec(name, size, data_dir, cifar)
@@ -157,10 +159,13 @@ def run_setting(name: str, size: str, out: Path, data_dir: Path, cifar: Path, se
     old, seconds = train(runs, base + [f"classes={classes}", f"epochs={old_epochs}"], None)
     sets = {"old": embed(old, spec)}
     times = {"old": seconds}
+    models = {}
     for method in METHODS:
-        model, seconds = train(runs, base + [f"method={method}", f"epochs={new_epochs}", f"seed={seed + 1}"],
-                               None if method == "independent" else old)
-        sets[method], times[method] = embed(model, spec), seconds
+        extra = [f"bt2.teacher={models['independent']}"] if method == "bt2" and teacher else []
+        models[method], seconds = train(runs, base + [f"method={method}", f"epochs={new_epochs}",
+                                                      f"seed={seed + 1}", *extra],
+                                        None if method == "independent" else old)
+        sets[method], times[method] = embed(models[method], spec), seconds
     d_old = sets["old"].embeddings.shape[1]
     row = {"old/old": top1(sets["old"], sets["old"])}
     for method in METHODS:
@@ -198,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cifar", type=Path, default=CIFAR, help="the CIFAR-10 tarball")
     parser.add_argument("--json", type=Path, help="also write the rows here")
+    parser.add_argument("--no-bt2-teacher", dest="teacher", action="store_false",
+                        help="train BT² without distilling from the independent model (bt2.teacher unset)")
     args = parser.parse_args(argv)
     names = [n.strip() for n in args.settings.split(",") if n.strip()]
     unknown = [n for n in names if n not in SETTINGS]
@@ -206,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = {}
     for name in names:
         started = time.perf_counter()
-        rows[name] = run_setting(name, args.size, args.out / args.size, args.out / "data", args.cifar, args.seed)
+        rows[name] = run_setting(name, args.size, args.out / args.size, args.out / "data", args.cifar, args.seed,
+                                 args.teacher)
         print(f"  {name}: {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
