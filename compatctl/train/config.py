@@ -63,7 +63,9 @@ class BT2Config:
                                      help="the class-mean classifier is cosine (both sides normalized) times "
                                           "this scale (default 4: a soft, bounded term; 16 let it swamp the main "
                                           "loss where old class means are near-parallel); 0 uses raw dot products")
-    teacher: str | None = option(None, help="path of an independently trained new model to distil from")
+    teacher: str | None = option(None, help="path of an independently trained new model to distil from (the "
+                                           "reference recipe; without it new/new fell to 0.92 x independent on one "
+                                           "setting of benchmarks/robustness.py)")
     teacher_weight: float = option(1.0, min=0.0, help="lambda1: 1 - cos(feature, teacher embedding)")
 
 
