@@ -40,8 +40,9 @@ def test_summary_rows_mark_compatibility_and_gap():
 
 @pytest.mark.slow
 def test_demo_end_to_end_reduced(tmp_path):
-    settings = DemoSettings(data="builtin:classes=10,train=2000,test=500,size=16", epochs=8,
-                            transform_epochs=10, curve_steps=4)
+    # The demo's own data and training (what `compatctl demo` runs); only the transform epochs and
+    # curve steps are cut. On 2,000 images x 8 epochs BT² new/old only tied old/old (0.458 both).
+    settings = DemoSettings(transform_epochs=10, curve_steps=4)
     report = run_demo(tmp_path / "demo", settings=settings)
     cases = report["cases"]
     expected = {"old/old", "new/h(old) mlp", "new/h(old) linear"} | {
