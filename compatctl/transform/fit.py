@@ -250,16 +250,11 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def leave_one_out_top1(queries: np.ndarray, gallery: np.ndarray, labels: np.ndarray, distance: str = "l2",
                        block_rows: int = 1024) -> float:
-    """Top-1 of queries[i] against gallery rows j != i (row i is the same item); in-memory numpy."""
-    queries, gallery = queries.astype(np.float32), gallery.astype(np.float32)
-    if distance == "cosine":
-        queries = queries / np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-12)
-        gallery = gallery / np.maximum(np.linalg.norm(gallery, axis=1, keepdims=True), 1e-12)
-    gallery_norms = (gallery * gallery).sum(1)
-    hits = 0
-    for start in range(0, len(queries), block_rows):
-        block = queries[start:start + block_rows]
-        score = 2 * block @ gallery.T - gallery_norms  # larger is nearer (for l2 and unit vectors)
-        score[np.arange(len(block)), np.arange(start, start + len(block))] = -np.inf
-        hits += int((labels[score.argmax(1)] == labels[start:start + len(block)]).sum())
-    return hits / len(queries)
+    """Top-1 of queries[i] against gallery rows j != i (row i is the same item); in-memory numpy.
+
+    The per-query hits of :meth:`compatctl.transform.select.Scorer.hits` (one implementation of
+    the rule for selection and for the benchmarks), averaged.
+    """
+    rows = np.arange(len(queries))
+    scorer = Scorer(Pairs(gallery, queries, rows, labels=labels), distance)
+    return float(scorer.hits(gallery, block_rows).mean())

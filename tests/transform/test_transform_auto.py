@@ -205,3 +205,20 @@ def test_bad_input_noise_grid_is_refused(grid):
 
     with pytest.raises(ConfigError, match="input_noise_grid"):
         load_transform_config(None, [f"input_noise_grid={grid}"])
+
+
+@pytest.mark.parametrize("distance", ["cosine", "l2"])
+def test_leave_one_out_top1_is_evals_top1(distance):
+    """The benchmarks' in-memory top-1 gives what `eval` reports (leave-one-out, same distance)."""
+    from compatctl.evaluate import evaluate
+    from compatctl.store import EmbeddingBlock
+    from compatctl.transform import leave_one_out_top1
+
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 4, 300)
+    queries = (rng.standard_normal((300, 8)) + labels[:, None]).astype(np.float32)
+    gallery = (queries + 0.8 * rng.standard_normal((300, 8))).astype(np.float32)
+    ids = np.arange(300)
+    expected = evaluate(EmbeddingBlock(queries, ids, labels), EmbeddingBlock(gallery, ids, labels),
+                        distance=distance, topk=(1,))["metrics"]["top1"]
+    assert leave_one_out_top1(queries, gallery, labels, distance) == pytest.approx(expected, abs=1e-9)
