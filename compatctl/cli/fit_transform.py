@@ -53,7 +53,8 @@ def fit_transform_cli(
 def _show(progress, task, event: dict) -> None:
     if event.get("event") == "epoch":
         scores = " ".join(f"{k} {v:.4f}" for k, v in (event.get("val") or {}).items())
-        progress.update(task, completed=event["epoch"], rate=f"loss {event['loss']:.4f} val {scores}".strip())
+        fold = f"fold {event['fold']}/{event['folds']} " if "fold" in event else ""
+        progress.update(task, completed=event["epoch"], rate=f"{fold}loss {event['loss']:.4f} val {scores}".strip())
 
 
 def _candidates(record: dict | None) -> None:
@@ -79,7 +80,10 @@ def _summary(report: dict) -> None:
             "train / validation": f"{report['train_rows']} / {report['validation_rows']}",
             "parameters": f"{report['parameters']:,}", "seconds": f"{report['seconds']:.1f}",
             "fingerprint": report["fingerprint"]}
-    prefix = "val" if report["metrics_split"] == "validation" else "TRAIN (no validation split)"
+    split = report["metrics_split"]
+    prefix = {"validation": "val", "train": "TRAIN (no validation split)"}.get(split, f"{split} out-of-fold")
+    if split not in ("validation", "train"):  # k-fold selection, then a refit on all pairs
+        rows["train / validation"] = f"{report['train_rows']} (all, refit) / {split} selection"
     rows.update({f"{prefix} {k}": f"{v:.4f}" for k, v in report["metrics"].items() if k != "rows"})
     for key, value in rows.items():
         table.add_row(key, value)

@@ -66,6 +66,14 @@ class TransformConfig:
     mlp_margin: float = option(2.0, min=0.0, max=100.0,
                                help="auto keeps the mlp over the best closed form only when its validation top-1 "
                                     "gain exceeds this many standard errors of the paired difference (0: any gain)")
+    cv_folds: int = option(5, min=0, max=50,
+                           help="auto (and linear with ridge null) on small sets: choose the ridge strength, closed "
+                                "form vs mlp and the mlp's epoch count by this many-fold cross-validation (every "
+                                "pair held out once), then refit the choice on all pairs; 0 or 1 = off")
+    cv_below_rows: int = option(2000, min=0,
+                                help="auto/linear use cv_folds when the validation split would hold fewer rows than this "
+                                     "(a few hundred held-out rows leave a real mlp gain within noise); larger "
+                                     "sets keep the single split")
     # closed form
     ridge: float | None = option(None, min=0.0, max=1e6,
                                  help="linear: ridge strength relative to the mean eigenvalue; null = chosen "

@@ -2,6 +2,9 @@
 
 Every kind is scored on the validation split with `eval`'s retrieval metric (see
 compatctl.transform.select); the scores of what was tried go into ``header["candidates"]``.
+``kind: auto`` (and ``linear`` with ``ridge: null``) on a small set (a validation split under
+``cv_below_rows``) selects by k-fold cross-validation instead and refits the choice on all pairs
+(compatctl.transform.kfold).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from compatctl.store import save_artifact
 from compatctl.transform.artifact import Transform
 from compatctl.transform.closed_form import affine_apply, fit_procrustes, ridge_path
 from compatctl.transform.config import FALLBACK_RIDGE, TransformConfig, check_combination
+from compatctl.transform.kfold import fit_kfold, uses_kfold
 from compatctl.transform.pairs import Pairs, pair_by_id, split_validation
 from compatctl.transform.select import Scorer, best_index, candidates_record, paired_gain
 
@@ -35,13 +39,15 @@ class Fitted:
 
 
 def _closed_form_candidates(train: Pairs, scorer: Scorer | None, config: TransformConfig,
-                            with_procrustes: bool) -> list[tuple[dict, dict, dict]]:
+                            with_procrustes: bool, selecting: bool | None = None) -> list[tuple[dict, dict, dict]]:
     """(row, tensors, architecture) for the ridge strengths (grid when ``ridge`` is null and there
-    is a validation split) and, when asked and possible, procrustes."""
+    is a selection: a validation split, or ``selecting`` for k-fold) and, when asked and possible,
+    procrustes. Rows carry the scorer's scores when there is a scorer."""
+    selecting = scorer is not None if selecting is None else selecting
     if config.ridge is not None:
         strengths = [config.ridge]
     else:
-        strengths = config.ridge_grid if scorer is not None else [FALLBACK_RIDGE]
+        strengths = config.ridge_grid if selecting else [FALLBACK_RIDGE]
     found = []
     for tensors, architecture in ridge_path(train, strengths):
         found.append(({"candidate": f"linear ridge={architecture['ridge']:g}", "kind": "linear"},
@@ -172,6 +178,8 @@ def fit_transform(old_path, new_path, out, *, side_info_path=None, config: Trans
     config, notes = _resolve_labels(config, sources.pairs, new_path)
     train_index, val_index = split_validation(len(sources.pairs), config.validation_fraction, config.seed)
     train, validation = sources.pairs.take(train_index), sources.pairs.take(val_index)
+    if uses_kfold(config, len(validation)):
+        return _fit_transform_kfold(sources, config, out, notes, progress, started)
     scorer = Scorer.build(validation, config.distance, config.max_validation_rows, config.seed) \
         if len(validation) > 1 else None
     fitted = FITTERS[config.kind](train, scorer, config, progress)
@@ -181,12 +189,32 @@ def fit_transform(old_path, new_path, out, *, side_info_path=None, config: Trans
     metrics = validation_metrics(transform, validation if scorer is not None else train, config)
     metrics["rows"] = int(len(validation) if scorer is not None else len(train))
     header["validation" if scorer is not None else "train_metrics"] = metrics
+    return _save(out, fitted, header, transform, sources, config, notes, started,
+                 {"train_rows": len(train), "validation_rows": len(validation), "metrics_split": split,
+                  "metrics": metrics, "validation": metrics if scorer is not None else None})
+
+
+def _fit_transform_kfold(sources, config: TransformConfig, out, notes: list[str], progress, started: float) -> dict:
+    """kind auto (or linear with ridge: null) on a small set: selection by k-fold
+    (compatctl.transform.kfold), refit on all pairs.
+    The metrics are out-of-fold: each pair mapped by the fold model that did not train on it."""
+    fitted = fit_kfold(sources.pairs, config, progress)
+    scorer = Scorer(sources.pairs, config.distance, fitted.split)
+    header = _header(sources, config, fitted, scorer)
+    transform = Transform(header, fitted.tensors, str(out))
+    metrics = {**fitted.metrics, "rows": int(len(sources.pairs))}
+    header["validation"] = metrics
+    return _save(out, fitted, header, transform, sources, config, notes, started,
+                 {"train_rows": len(sources.pairs), "validation_rows": 0, "metrics_split": fitted.split,
+                  "metrics": metrics, "validation": metrics})
+
+
+def _save(out, fitted, header: dict, transform: Transform, sources, config: TransformConfig, notes: list[str],
+          started: float, split_report: dict) -> dict:
     fingerprint = save_artifact(Path(out), fitted.tensors, "transform", header)
     return {"out": str(out), "kind": fitted.kind, "requested_kind": config.kind, "fingerprint": fingerprint,
             "matched": len(sources.pairs), "old_rows": sources.old_rows, "new_rows": sources.new_rows,
-            "train_rows": len(train), "validation_rows": len(validation), "metrics_split": split,
-            "metrics": metrics, "validation": metrics if scorer is not None else None,
-            "candidates": header.get("candidates"), "parameters": transform.parameter_count(),
+            **split_report, "candidates": header.get("candidates"), "parameters": transform.parameter_count(),
             "architecture": fitted.architecture, "notes": notes,
             "seconds": round(time.perf_counter() - started, 3)}
 
@@ -216,6 +244,9 @@ def _header(sources, config: TransformConfig, fitted: Fitted, scorer: Scorer | N
               "config": to_dict(config), "matched": int(len(pairs)), "has_labels": pairs.labels is not None}
     if scorer is not None:
         header["candidates"] = candidates_record(scorer, fitted.candidates, fitted.chosen)
+        if scorer.split != "validation":
+            header["candidates"]["note"] = ("every pair held out once; scores pooled over the folds; the chosen "
+                                            "candidate refit on all pairs")
     return header
 
 

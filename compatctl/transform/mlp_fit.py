@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -63,13 +64,17 @@ class Objective:
 
 
 def fit_mlp(train: Pairs, config: TransformConfig, base: dict, scorer: Scorer | None = None,
-            progress=None) -> tuple[dict, dict, dict | None]:
+            progress=None, *, stop_after: int | None = None, watch: Pairs | None = None,
+            on_epoch: Callable[[int, np.ndarray], None] | None = None) -> tuple[dict, dict, dict | None]:
     """Train the FCT-family transform on ``train`` as a residual on the closed form ``base``.
 
     Epoch 0 is ``base`` itself. With a ``scorer`` (validation pairs) every epoch is scored with
     the retrieval metric and the best epoch is kept, so the closed form wins when the mlp does
     not beat it; training stops after ``patience`` epochs without a better score. Without a
-    scorer all epochs run and the last one is kept.
+    scorer all epochs run and the last one is kept. ``stop_after`` ends training after that many
+    epochs (the schedule still spans ``config.epochs``, so a refit stops where a fold run was
+    measured). ``watch`` + ``on_epoch``: after every epoch (0 included) ``on_epoch(epoch,
+    mapped)`` receives the net's outputs for ``watch.old`` (k-fold selection records them).
     Returns (numpy tensors for Transform.apply, architecture incl. epochs run and best epoch,
     the best epoch's validation scores or None).
     """
@@ -83,11 +88,15 @@ def fit_mlp(train: Pairs, config: TransformConfig, base: dict, scorer: Scorer | 
     schedule = _schedule(optimizer, config, epoch_steps(len(train), config))
     generator = torch.Generator().manual_seed(config.seed)
     scores = _score(net, scorer)
+    if on_epoch is not None:
+        on_epoch(0, _map(net, watch))
     best = (scores, 0, copy.deepcopy(net.state_dict()))  # epoch 0 = the closed form
     epoch = 0
-    for epoch in range(1, config.epochs + 1):
+    for epoch in range(1, min(config.epochs, stop_after or config.epochs) + 1):
         train_loss = _train_epoch(net, objective, data, optimizer, schedule, config, generator)
         scores = _score(net, scorer)
+        if on_epoch is not None:
+            on_epoch(epoch, _map(net, watch))
         if scorer is None or scorer.key(scores) > scorer.key(best[0]):
             best = (scores, epoch, copy.deepcopy(net.state_dict()))
         if progress:
@@ -109,13 +118,19 @@ def _score(net, scorer: Scorer | None, batch_rows: int = 8192) -> dict | None:
     """Validation retrieval scores of the net's current mapping (None without a scorer)."""
     if scorer is None:
         return None
+    return scorer.score(_map(net, scorer.pairs, batch_rows))
+
+
+@torch.no_grad()
+def _map(net, pairs: Pairs, batch_rows: int = 8192) -> np.ndarray:
+    """The net's raw-space outputs for ``pairs.old`` (+ side-info), in eval mode."""
     net.eval()
-    pairs, outputs = scorer.pairs, []
+    outputs = []
     for start in range(0, len(pairs), batch_rows):
         rows = slice(start, start + batch_rows)
         side = None if pairs.side_info is None else torch.from_numpy(np.ascontiguousarray(pairs.side_info[rows]))
         outputs.append(net.forward_raw(torch.from_numpy(np.ascontiguousarray(pairs.old[rows])), side)[0].numpy())
-    return scorer.score(np.concatenate(outputs))
+    return np.concatenate(outputs)
 
 
 def _fit_uncertainty_head(net, objective, data, config: TransformConfig, generator) -> None:

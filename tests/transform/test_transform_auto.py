@@ -50,7 +50,8 @@ def test_auto_picks_the_mlp_on_a_clearly_nonlinear_map(tmp_path):
     old, new, labels = nonlinear_pair(1500)
     report, transform = _fit(tmp_path, old, new, labels, **{**FAST_MLP, "epochs": 8})
     table = report["candidates"]["table"]
-    assert report["kind"] == "mlp" and table[-1]["chosen"] and table[-1]["gain_se"] > 2.0
+    chosen = next(row for row in table if row["chosen"])
+    assert report["kind"] == "mlp" and chosen["kind"] == "mlp" and chosen["gain_se"] > 2.0
     assert report["metrics"]["top1"] > max(row["top1"] for row in _closed_form_rows(table)) + 0.02
     assert transform.header["architecture"]["best_epoch"] > 0
 
@@ -58,7 +59,7 @@ def test_auto_picks_the_mlp_on_a_clearly_nonlinear_map(tmp_path):
 def test_candidates_table_is_in_the_metadata(tmp_path):
     old, labels = clustered_old(600, 6)
     new = np.tanh(old).astype(np.float32)
-    report, transform = _fit(tmp_path, old, new, labels, **FAST_MLP)
+    report, transform = _fit(tmp_path, old, new, labels, **FAST_MLP, cv_folds=0)  # the single split
     record = transform.header["candidates"]
     assert record["metric"] == "top1" and record["tie_break"] == "map" and record["distance"] == "cosine"
     assert record["split"] == "validation" and record["rows"] == 60
@@ -160,8 +161,12 @@ def test_cli_prints_the_candidates_table(runner, labelled_pair):
     old, new, tmp = labelled_pair
     result, text = _run(runner, old, new, "--out", tmp / "h.safetensors", "epochs=2", "width=16", "branch_width=16")
     assert result.exit_code == 0, text
-    assert "candidates on 30 validation pairs" in text and "procrustes" in text and "mlp on linear" in text
-    assert "val top1" in text and "val map" in text
+    assert "candidates on 300 5-fold pairs" in text and "procrustes" in text and "mlp on linear" in text
+    assert "val top1" in text and "val map" in text and "5-fold out-of-fold top1" in text
+    result, text = _run(runner, old, new, "--out", tmp / "h2.safetensors", "epochs=2", "width=16",
+                        "branch_width=16", "cv_folds=0")
+    assert result.exit_code == 0, text
+    assert "candidates on 30 validation pairs" in text and "val top1" in text
 
 
 def test_auto_refuses_without_a_validation_split(runner, labelled_pair):
@@ -222,3 +227,65 @@ def test_leave_one_out_top1_is_evals_top1(distance):
     expected = evaluate(EmbeddingBlock(queries, ids, labels), EmbeddingBlock(gallery, ids, labels),
                         distance=distance, topk=(1,))["metrics"]["top1"]
     assert leave_one_out_top1(queries, gallery, labels, distance) == pytest.approx(expected, abs=1e-9)
+
+
+def test_small_sets_select_by_kfold_and_refit_on_all_pairs(tmp_path):
+    old, new, labels = nonlinear_pair(400)  # 40 validation rows: the mlp's gain is within noise there
+    single, _ = _fit(tmp_path, old, new, labels, **FAST_MLP, cv_folds=0)
+    assert single["kind"] in ("linear", "procrustes") and single["candidates"]["split"] == "validation"
+    report, transform = _fit(tmp_path, old, new, labels, **FAST_MLP)  # cv_folds 5: all 400 rows scored
+    record = transform.header["candidates"]
+    assert report["kind"] == "mlp" and record["split"] == "5-fold" and record["rows"] == 400
+    chosen = next(row for row in record["table"] if row["chosen"])
+    assert chosen["gain_se"] > 2.0 and chosen["only_mlp_right"] + chosen["only_closed_form_right"] > 40
+    assert report["train_rows"] == 400 and report["metrics_split"] == "5-fold"
+    assert report["metrics"]["top1"] == pytest.approx(chosen["top1"], abs=1e-12)  # out-of-fold = the table's
+    architecture = transform.header["architecture"]
+    # one epoch count for all folds, named in the table; the refit on all pairs stops there
+    assert architecture["selection"] == "5-fold" and 1 <= architecture["best_epoch"] <= FAST_MLP["epochs"]
+    assert architecture["epochs_run"] == architecture["best_epoch"]
+    assert f"({architecture['best_epoch']} of {FAST_MLP['epochs']} epochs)" in chosen["candidate"]
+    assert report["metrics"]["top1"] > max(row["top1"] for row in _closed_form_rows(record["table"])) + 0.05
+
+
+def test_kfold_scores_every_pair_once_per_epoch_from_the_closed_form():
+    """Folds partition the pairs; every epoch's record holds a hit for every pair; epoch 0 is the closed form."""
+    from compatctl.transform.closed_form import affine_apply
+    from compatctl.transform.fit import _closed_form_candidates
+    from compatctl.transform.kfold import _fold_mlps, make_folds
+    from compatctl.transform.pairs import Pairs
+
+    old, new, labels = nonlinear_pair(300)
+    pairs = Pairs(old, new, np.arange(300), labels=labels)
+    config = TransformConfig(**{**FAST_MLP, "epochs": 4, "input_noise_grid": [0.0]})
+    folds = make_folds(pairs, config)
+    assert sorted(np.concatenate([fold.held for fold in folds]).tolist()) == list(range(300))
+    base = [_closed_form_candidates(fold.train, None, config, False, selecting=True)[0][1] for fold in folds]
+    epochs = _fold_mlps(folds, base, config, None)
+    assert len(epochs) == 5 and all(len(record.all_hits()) == 300 for record in epochs)
+    closed_hits = np.concatenate([fold.scorer.hits(affine_apply(b, fold.scorer.pairs.old)) for fold, b in zip(folds, base)])
+    np.testing.assert_array_equal(epochs[0].all_hits(), closed_hits)  # epoch 0 is the closed form in every fold
+
+
+def test_kfold_is_off_for_large_validation_splits():
+    from compatctl.transform.kfold import uses_kfold
+
+    config = TransformConfig()
+    assert uses_kfold(config, 126) and not uses_kfold(config, 2000)
+    assert not uses_kfold(TransformConfig(uncertainty=True), 126) and not uses_kfold(TransformConfig(cv_folds=1), 126)
+    assert not uses_kfold(TransformConfig(kind="mlp"), 126) and not uses_kfold(TransformConfig(kind="procrustes"), 126)
+    assert uses_kfold(TransformConfig(kind="linear"), 126) and not uses_kfold(TransformConfig(kind="linear", ridge=0.1), 126)
+
+
+def test_auto_keeping_ridge_is_exactly_kind_linear(tmp_path):
+    old, labels = clustered_old(500, 8, classes=10)
+    rng = np.random.default_rng(3)
+    # anisotropic: no rotation + scale (procrustes) fits it, ridge does
+    new = (old @ (rng.normal(size=(8, 12)) * np.geomspace(8, 0.05, 12)) + 0.3 * rng.normal(size=(500, 12)))
+    new = new.astype(np.float32)
+    auto, auto_t = _fit(tmp_path / "auto", old, new, labels, **{**FAST_MLP, "epochs": 2}, input_noise_grid=[0.0])
+    linear, linear_t = _fit(tmp_path / "linear", old, new, labels, kind="linear")
+    assert linear["metrics_split"] == "5-fold" and linear["train_rows"] == 500
+    assert auto["kind"] == "linear" and auto["metrics_split"] == "5-fold"
+    for name, tensor in linear_t.tensors.items():  # the same pooled ridge choice, refit on the same pairs
+        np.testing.assert_allclose(auto_t.tensors[name], tensor, atol=1e-6)
