@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -51,7 +50,7 @@ def worker_count(threads: int | None = None) -> int:
     return max(1, threads)
 
 
-_POOLS: dict[int, ThreadPoolExecutor] = {}
+_POOLS: dict = {}  # threads -> a ThreadPoolExecutor, made on first use
 _MIN_PIECE = 1 << 16  # elements: below this a piece is not worth a thread
 
 
@@ -65,6 +64,8 @@ def in_pieces(task: Callable[[int, int], None], length: int, threads: int | None
     if pieces <= 1:
         task(0, length)
         return
+    from concurrent.futures import ThreadPoolExecutor  # here: start-up of a small `eval` stays lean
+
     bounds = np.linspace(0, length, pieces + 1).astype(np.int64).tolist()
     pool = _POOLS.get(pieces) or _POOLS.setdefault(pieces, ThreadPoolExecutor(pieces, "compatctl-rank"))
     for future in [pool.submit(task, a, b) for a, b in zip(bounds[:-1], bounds[1:])]:
@@ -139,9 +140,9 @@ def count_better(scores: np.ndarray, gallery_ids: np.ndarray, rows: np.ndarray, 
     not_above = count_not_above(ordered, rows, values, threads)
     better = c - not_above
     # Equal scores: is there one more equal value (besides the threshold's own row) below `not_above`?
-    below = not_above - 1 - own_here.astype(np.int64)
-    tied = np.flatnonzero(below >= 0)
-    tied = tied[ordered[rows[tied], below[tied]] == values[tied]]
+    below = not_above - 1 - own_here
+    below_value = ordered.reshape(-1).take(rows * c + np.maximum(below, 0))
+    tied = np.flatnonzero((below_value == values) & (below >= 0))
     for piece in np.array_split(tied, max(1, len(tied) // 1024)):  # rare in real data: another row, same score
         equal = (scores[rows[piece]] == values[piece, None]) & (gallery_ids[None, :] < value_ids[piece, None])
         better[piece] += np.count_nonzero(equal, axis=1)
