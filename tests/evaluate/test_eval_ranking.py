@@ -71,3 +71,22 @@ def test_threaded_per_query_records_identical(monkeypatch):
         rows = compare(query, gallery, baseline=gallery).per_query_rows()
         outcomes.append(rows)
     assert outcomes[0] == outcomes[1]
+
+
+@pytest.mark.parametrize("distance", ["cosine", "l2"])
+def test_topk_tiles_and_threads_match_reference(monkeypatch, distance):
+    from compatctl.evaluate import topk
+    from tests.evaluate.reference import reference_metrics
+
+    query, gallery = random_pair(7, 90, 130, 4, 4, distance)  # small integers: exact ties everywhere
+    expected = reference_metrics(query, gallery, distance, ks=(1, 3))
+    monkeypatch.setattr(ranking, "_MIN_PIECE", 1)
+    monkeypatch.setattr(topk, "TILE_ROWS", 16)  # many tiles: rows and columns cut mid-block
+    monkeypatch.setattr(topk, "TILE_COLUMNS", 7)
+    for threads in ("1", "3"):
+        monkeypatch.setenv("COMPATCTL_THREADS", threads)
+        report = evaluate(query, gallery, distance=distance, topk=(1, 3), with_map=False, query_block=40,
+                          gallery_block=50)
+        for name in ("top1", "top3"):
+            assert report["metrics"][name] == pytest.approx(expected[name], abs=1e-9), (threads, name)
+        assert report["counts"]["left_out_self"] == len(np.intersect1d(query.ids, gallery.ids))
