@@ -88,7 +88,9 @@ def compare(query, gallery, *, baseline=None, baseline_gallery=None, ceiling=Non
     for name, main, extra in (("baseline", baseline, baseline_gallery), ("ceiling", ceiling, ceiling_gallery)):
         if extra is not None and main is None:
             raise BadInputError(f"--{name}-gallery needs --{name} (the {name}'s query set)")
-    cache = None if cache_dir is None else ResultCache(cache_dir)
+    read = [getattr(as_source(s), "path", None) for s in (query, gallery, baseline, baseline_gallery, ceiling,
+                                                           ceiling_gallery) if s is not None]
+    cache = None if cache_dir is None else ResultCache(cache_dir, inputs=[p for p in read if p is not None])
     report, candidate = evaluate_records(query, gallery, **options)
     result = Comparison(report, candidate)
     others = {}

@@ -65,11 +65,18 @@ def source_digest(source) -> str:
 class ResultCache:
     """Evaluations stored under ``folder`` (created on first store)."""
 
-    def __init__(self, folder: Path | str):
+    def __init__(self, folder: Path | str, inputs=()):
+        """``inputs``: paths the evaluation reads; the folder may be none of them nor lie inside one."""
         self.folder = Path(folder)
         if self.folder.exists() and not self.folder.is_dir():
             raise BadInputError(f"--cache {self.folder}: is a file, not a folder; give a folder for cached "
                                 "evaluations (it is created if missing)")
+        where = self.folder.resolve()
+        for path in inputs:
+            path = Path(path).resolve()
+            if where == path or (path.is_dir() and where.is_relative_to(path)):
+                raise BadInputError(f"--cache {self.folder}: is or lies inside the input {path}; "
+                                    "keep cached evaluations in a folder of their own, e.g. .compatctl-cache")
 
     def key(self, query, gallery, options: dict) -> str:
         """The entry name of evaluating ``query`` against ``gallery`` with ``options``."""

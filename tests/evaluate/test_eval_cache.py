@@ -85,3 +85,15 @@ def test_cli_cache_bad_usage(runner, three, case):  # noqa: F811
     assert "--cache" in result.output and "Traceback" not in result.output
     assert len(result.output.strip().splitlines()) == 1
     assert (folder / "new.npz").read_bytes() == before
+
+
+def test_cache_inside_an_input_set_is_refused(tmp_path):
+    from compatctl.errors import BadInputError
+    from compatctl.store import write_embedding_set
+    from tests.conftest import make_block
+
+    write_embedding_set(tmp_path / "old", make_block(40, 4, 3, seed=0), header={})
+    old = open_embeddings(tmp_path / "old")
+    with pytest.raises(BadInputError, match="lies inside the input"):
+        compare(old, old, baseline=old, cache_dir=tmp_path / "old" / "cache")
+    assert not (tmp_path / "old" / "cache").exists()
