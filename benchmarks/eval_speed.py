@@ -226,7 +226,8 @@ def main() -> None:
         floor = 2 * n * args.large_gallery * d / 1e9 / peak
         rows.append((f"3. top-k only, float16 shards, subprocess", f"{n}x{args.large_gallery}", large["wall"],
                      ">= 0.8 of GEMM", _metrics(large["metrics"]),
-                     f"GEMM floor {floor:.1f} s = {floor / large['elapsed']:.2f} of eval's own {large['elapsed']:.1f} s "
+                     f"GEMM floor {floor:.1f} s = {floor / large['elapsed']:.2f} of eval's own "
+                     f"{large['elapsed']:.1f} s "
                      f"({floor / large['wall']:.2f} of the whole process); peak RSS {large['peak_mb']:.0f} MB; "
                      f"{args.large_gallery / large['wall']:,.0f} gallery rows/s"))
         lines.append(f"case 3 command: python {large['command']}")

@@ -84,7 +84,8 @@ def sort_rows(scores: np.ndarray, threads: int | None = None) -> np.ndarray:
     return ordered
 
 
-def count_not_above(ordered: np.ndarray, rows: np.ndarray, values: np.ndarray, threads: int | None = None) -> np.ndarray:
+def count_not_above(ordered: np.ndarray, rows: np.ndarray, values: np.ndarray,
+                    threads: int | None = None) -> np.ndarray:
     """Per threshold i: how many entries of row ``rows[i]`` of row-sorted ``ordered`` are <= ``values[i]``.
 
     One vectorised branch-free binary search over all thresholds at once (the same number of
