@@ -99,15 +99,15 @@ def count_not_above(ordered: np.ndarray, rows: np.ndarray, values: np.ndarray,
         value = values[start:stop]
         first = rows[start:stop].astype(np.intp) * c
         position = first.copy()
-        probe, got = np.empty_like(position), np.empty(len(position), np.float32)
-        step = np.empty(len(position), bool)
+        got, step = np.empty(len(position), np.float32), np.empty(len(position), bool)
+        advance = np.empty_like(position)
         length = c
         while length > 1:  # invariant: the answer lies in [position, position + length]
             half = length // 2
-            np.add(position, half, out=probe)
-            np.take(flat, probe, out=got)
+            np.take(flat[half:], position, out=got)  # flat[position + half], without an index array
             np.less_equal(got, value, out=step)
-            np.add(position, half, out=position, where=step)
+            np.multiply(step, half, out=advance)  # ~1/4 faster than a masked add (where=step)
+            position += advance
             length -= half
         np.take(flat, position, out=got)
         counts[start:stop] = position - first + (got <= value)
