@@ -71,6 +71,10 @@ def eval_cli(
     metrics: Optional[str] = typer.Option(None, "--metrics", help="Comma-separated metrics to report: topK, "
                                           "map, map_at_r, ndcg@K, recall@K, mrr@K (default with --qrels: "
                                           "ndcg@10,recall@100,mrr@10,map)."),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="Folder where the --baseline and --ceiling "
+                                         "evaluations are kept and reused while their inputs (sha256), "
+                                         "options and compatctl are unchanged; the candidate is always "
+                                         "evaluated."),
 ) -> None:
     """Exact top-k and full-ranking mAP of QUERY against GALLERY, leave-one-out by id.
 
@@ -127,6 +131,8 @@ def eval_cli(
     compared = dict(baseline=baseline, baseline_gallery=baseline_gallery, ceiling=ceiling,
                     ceiling_gallery=ceiling_gallery)
     _check_compare_usage(compared, ci, per_query, qrels, metrics, curve, no_map)
+    if cache is not None and baseline is None and ceiling is None:
+        raise BadInputError("--cache keeps the --baseline and --ceiling evaluations; give one of them, or drop --cache")
     named = parse_metrics(metrics) or (("ndcg@10", "recall@100", "mrr@10", "map") if qrels else ())
     allowed = gate_names(ks, with_map=not no_map, map_at_r=map_at_r, curve=curve, metrics=named,
                          baseline=baseline is not None, ceiling=ceiling is not None, ci=check_level(ci) is not None)
@@ -139,7 +145,8 @@ def eval_cli(
         report = _run_curve(query, gallery, backfill_with, order, steps, seed, options)
         comparison = None
     else:
-        comparison = _run_compare(query, gallery, compared, ci, seed, qrels, named, options, gallery_block, no_map)
+        comparison = _run_compare(query, gallery, compared, ci, seed, qrels, named, options, gallery_block, no_map,
+                                  cache)
         report = comparison.report
     gate_verdicts(report, gates)  # a gated value this run could not define (gap_closed) is bad input: say only that
     _show_report(report)
@@ -236,7 +243,7 @@ class _Opener:
         return self.opened[key]
 
 
-def _run_compare(query, gallery, compared, ci, seed, qrels, metrics, options, gallery_block, no_map):
+def _run_compare(query, gallery, compared, ci, seed, qrels, metrics, options, gallery_block, no_map, cache=None):
     from compatctl.evaluate.compare import compare
 
     source = _Opener()
@@ -248,7 +255,7 @@ def _run_compare(query, gallery, compared, ci, seed, qrels, metrics, options, ga
     sets = {name: source(path) for name, path in compared.items()}
     return _with_progress(lambda cb: compare(source(query), source(gallery), ci=ci, seed=seed, qrels=judged,
                                              metrics=metrics, with_map=not no_map, gallery_block=gallery_block,
-                                             progress=cb, **sets, **options))
+                                             progress=cb, cache_dir=cache, **sets, **options))
 
 
 def _run_curve(query, gallery, backfill_with, order, steps, seed, options) -> dict:

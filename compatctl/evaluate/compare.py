@@ -23,6 +23,7 @@ import numpy as np
 from compatctl.errors import BadInputError
 from compatctl.evaluate.intervals import DEFAULT_RESAMPLES, bootstrap_intervals, check_level
 from compatctl.evaluate.records import QueryRecords
+from compatctl.evaluate.result_cache import ResultCache
 from compatctl.evaluate.retrieval import evaluate_records
 from compatctl.evaluate.sources import as_source, describe_source, source_name
 
@@ -62,7 +63,8 @@ def _by_id(records: QueryRecords) -> dict:
 
 
 def compare(query, gallery, *, baseline=None, baseline_gallery=None, ceiling=None, ceiling_gallery=None,
-            ci: float | None = None, seed: int = 0, resamples: int = DEFAULT_RESAMPLES, **options) -> Comparison:
+            ci: float | None = None, seed: int = 0, resamples: int = DEFAULT_RESAMPLES, cache_dir=None,
+            **options) -> Comparison:
     """Evaluate QUERY → GALLERY, and against a baseline and/or ceiling when given.
 
     Args:
@@ -71,6 +73,9 @@ def compare(query, gallery, *, baseline=None, baseline_gallery=None, ceiling=Non
             default to the query source itself.
         ci: confidence level of the bootstrap intervals (None: no intervals).
         seed, resamples: of the bootstrap.
+        cache_dir: a folder where the baseline's and the ceiling's evaluations are stored and
+            reused while their inputs, options and compatctl are unchanged (``result_cache``);
+            None: no cache. The candidate is always evaluated.
         options: passed to ``evaluate_records`` (distance, topk, dims, metrics, qrels, blocks, progress).
     Returns:
         A Comparison; its report is the candidate's report plus baseline, ceiling, gap_closed,
@@ -83,15 +88,18 @@ def compare(query, gallery, *, baseline=None, baseline_gallery=None, ceiling=Non
     for name, main, extra in (("baseline", baseline, baseline_gallery), ("ceiling", ceiling, ceiling_gallery)):
         if extra is not None and main is None:
             raise BadInputError(f"--{name}-gallery needs --{name} (the {name}'s query set)")
+    read = [getattr(as_source(s), "path", None) for s in (query, gallery, baseline, baseline_gallery, ceiling,
+                                                           ceiling_gallery) if s is not None]
+    cache = None if cache_dir is None else ResultCache(cache_dir, inputs=[p for p in read if p is not None])
     report, candidate = evaluate_records(query, gallery, **options)
     result = Comparison(report, candidate)
     others = {}
     for name, main, extra in (("baseline", baseline, baseline_gallery), ("ceiling", ceiling, ceiling_gallery)):
         if main is not None:
-            other_report, records = evaluate_records(main, main if extra is None else extra, **options)
+            other_report, records, cached = _evaluate_other(main, main if extra is None else extra, options, cache)
             _require_common_ids(candidate, records, query, main, name)
             report[name] = other_report["metrics"]
-            report.setdefault("comparison", {})[name] = other_report["inputs"]
+            report.setdefault("comparison", {})[name] = {**other_report["inputs"], "cache": cached}
             others[name] = records
     result.baseline = others.get("baseline")
     if "baseline" in report and "ceiling" in report:
@@ -106,6 +114,19 @@ def compare(query, gallery, *, baseline=None, baseline_gallery=None, ceiling=Non
         for name in report.get("undefined", {}):  # no interval around a value that does not exist
             report["ci"]["low"][name] = report["ci"]["high"][name] = None
     return result
+
+
+def _evaluate_other(query, gallery, options: dict, cache: ResultCache | None) -> tuple[dict, QueryRecords, str]:
+    """(report, records, "off" | "hit" | "stored") of a baseline or ceiling evaluation."""
+    if cache is None:
+        return (*evaluate_records(query, gallery, **options), "off")
+    key = cache.key(as_source(query), as_source(gallery), options)
+    found = cache.load(key)
+    if found is not None:
+        return (*found, "hit")
+    report, records = evaluate_records(query, gallery, **options)
+    cache.store(key, report, records)
+    return report, records, "stored"
 
 
 def _require_common_ids(candidate: QueryRecords, other: QueryRecords, query, other_query, name: str) -> None:

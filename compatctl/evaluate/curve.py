@@ -4,14 +4,21 @@ At fraction f = t/N (t = 0..N) the first budget_rows(f, G) rows of the backfill 
 NEW_GALLERY embedding and the rest their GALLERY one. AUC is the plain mean of the N+1 points.
 
 Nothing is recomputed per point. The gallery is permuted into backfill order, so the rows
-replaced between point t−1 and t form one column *chunk* c = t. Per query block, each chunk is
-scored and sorted once in both versions; every positive p has two possible scores (old until
-its chunk c_p is reached, new after), and for both the number of rows that beat it is counted
-per chunk and version. Then, at point t:
+replaced between point t−1 and t form one column *chunk* c = t. Per query block, both versions
+are scored once; every positive p has two possible scores, a (old, until its chunk c_p is
+reached) and b (new, from then on). At point t:
 
     rank_p(t) = 1 + Σ_{c ≤ t} beat_new[c] + Σ_{c > t} beat_old[c]   (with p's score at t)
 
-which is exactly the rank a from-scratch evaluation of the mixed gallery gives.
+which is exactly the rank a from-scratch evaluation of the mixed gallery gives. Written from the
+whole-gallery counts (one sort per version and one search per positive) and the per-chunk change
+change[c] = beat_new[c] − beat_old[c]:
+
+    t <  c_p:  rank_p(t) = 1 + beat_OLD(a) + Σ_{c ≤ t} change[c](a)
+    t >= c_p:  rank_p(t) = 1 + beat_NEW(b) − Σ_{c > t} change[c](b)
+
+so each chunk is searched only with the score p holds while that chunk is the one changing
+(a for c < c_p, b for c > c_p): N − 1 chunk searches per positive and version, not 2N.
 """
 
 from __future__ import annotations
@@ -20,7 +27,6 @@ import time
 
 import numpy as np
 
-from compatctl.backfill.orders import ORDERS, backfill_order, budget_rows
 from compatctl.errors import BadInputError
 from compatctl.store import EmbeddingBlock, IdIndex
 from compatctl.evaluate.ranking import MetricSums, count_better, find_positives
@@ -44,51 +50,57 @@ def align_by_id(gallery: EmbeddingBlock, new_gallery: EmbeddingBlock, new_name: 
 
 def curve_points(steps: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
     """(fractions t/N, backfilled rows budget_rows(t/N, rows)) for t = 0..N."""
+    from compatctl.backfill.orders import budget_rows
+
     if steps < 1:
         raise BadInputError(f"--steps {steps}: must be >= 1 (the curve has steps + 1 points)")
     fractions = np.arange(steps + 1) / steps
     return fractions, np.array([budget_rows(float(f), rows) for f in fractions], np.int64)
 
 
-def _counts(scores: np.ndarray, gallery: Prepared, bounds: np.ndarray, rows, values, ids, own_cols) -> np.ndarray:
-    """beat[c, i]: rows of chunk c (1..N) whose score in ``scores`` beats threshold i (own column own_cols[i])."""
-    beat = np.zeros((len(bounds), len(rows)), np.int64)
-    own_scores_match = scores[rows, own_cols] == values
+def _chunk_changes(scores: tuple[np.ndarray, np.ndarray], gallery: Prepared, bounds: np.ndarray, rows, cols,
+                   chunk_of) -> np.ndarray:
+    """change[c, p] = (rows of chunk c beating p in NEW) − (in OLD), with p's old score for c < c_p, its new
+    score for c > c_p (0 at c = c_p): the only chunk counts any point's rank needs."""
+    change = np.zeros((len(bounds), len(rows)), np.int32)
+    by_chunk = np.argsort(chunk_of, kind="stable")
+    first_at = np.searchsorted(chunk_of[by_chunk], np.arange(len(bounds) + 1))  # positives with c_p < c: [:first_at[c]]
+    values = [s[rows, cols] for s in scores]
     for chunk in range(1, len(bounds)):
         start, stop = bounds[chunk - 1], bounds[chunk]
-        if stop > start:
-            own_here = own_scores_match & (own_cols >= start) & (own_cols < stop)
-            beat[chunk] = count_better(scores[:, start:stop], gallery.ids[start:stop], rows, values, ids, own_here)
-    return beat
-
-
-def _thresholds(scores: list[np.ndarray], rows: np.ndarray, cols: np.ndarray, gallery_ids: np.ndarray):
-    """Each positive twice — with its old score, then its new score — sorted by query row.
-
-    Returns (order, rows, cols, values, ids); ``order`` maps back to [old thresholds, new thresholds].
-    """
-    both = np.concatenate([rows, rows])
-    order = np.argsort(both, kind="stable")
-    t_cols = np.concatenate([cols, cols])[order]
-    values = np.concatenate([scores[0][rows, cols], scores[1][rows, cols]])[order]
-    return order, both[order], t_cols, values, gallery_ids[t_cols]
+        if stop == start:
+            continue
+        old_side, new_side = by_chunk[first_at[chunk + 1]:], by_chunk[: first_at[chunk]]  # c_p > c, c_p < c
+        lanes = np.concatenate([old_side, new_side])
+        lane_values = np.concatenate([values[0][old_side], values[1][new_side]])
+        lane_rows, lane_ids = rows[lanes], gallery.ids[cols[lanes]]
+        not_own = np.zeros(len(lanes), bool)  # p's own row lies in chunk c_p, never in this chunk
+        beat_old, beat_new = (count_better(s[:, start:stop], gallery.ids[start:stop], lane_rows, lane_values,
+                                           lane_ids, not_own) for s in scores)
+        change[chunk, lanes] = beat_new - beat_old
+    return change
 
 
 def _curve_block(queries: tuple[Prepared, Prepared], galleries: tuple[Prepared, Prepared], bounds: np.ndarray,
                  sums: list[MetricSums]) -> None:
-    """Add one query block's metrics at every curve point."""
-    scores = [score(q, g) for q, g in zip(queries, galleries)]
+    """Add one query block's metrics at every curve point.
+
+    With a = p's old score, b = its new score and change[c] from :func:`_chunk_changes`:
+        t <  c_p:  rank_p(t) = 1 + beat_OLD(a) + Σ_{c ≤ t} change[c]
+        t >= c_p:  rank_p(t) = 1 + beat_NEW(b) − Σ_{c > t} change[c]
+    where beat_X(v) counts the rows of the whole gallery in version X that beat v.
+    """
+    scores = tuple(score(q, g) for q, g in zip(queries, galleries))
     self_rows, self_cols = exclude_self(scores[0], queries[0].ids, galleries[0].ids)
     scores[1][self_rows, self_cols] = -np.inf  # same ids in both versions
     rows, cols = find_positives(queries[0].labels, galleries[0], self_rows, self_cols)
     chunk_of = np.searchsorted(bounds, cols, side="right")  # the point at which p is backfilled
-    order, t_rows, t_cols, t_values, t_ids = _thresholds(scores, rows, cols, galleries[0].ids)
-    beat_old, beat_new = (_counts(s, galleries[0], bounds, t_rows, t_values, t_ids, t_cols) for s in scores)
-    before, after = np.cumsum(beat_old, axis=0), np.cumsum(beat_new, axis=0)
-    ranks = np.empty_like(before)  # [point, threshold], back in [old thresholds, new thresholds] order
-    ranks[:, order] = 1 + after + (before[-1:] - before)
+    own_ids, own = galleries[0].ids[cols], np.ones(len(rows), bool)
+    beat_old, beat_new = (count_better(s, galleries[0].ids, rows, s[rows, cols], own_ids, own) for s in scores)
+    prefix = np.cumsum(_chunk_changes(scores, galleries[0], bounds, rows, cols, chunk_of), axis=0, dtype=np.int64)
     for point, point_sums in enumerate(sums):
-        at_point = np.where(chunk_of <= point, ranks[point, len(rows):], ranks[point, : len(rows)])
+        at_point = np.where(point < chunk_of, 1 + beat_old + prefix[point],
+                            1 + beat_new - (prefix[-1] - prefix[point]))
         point_sums.add_ranks(rows, at_point, len(queries[0].ids))
         point_sums.left_out += len(self_rows)
 
@@ -106,6 +118,8 @@ def backfill_curve(query, gallery, new_gallery, *, order: str = "random", steps:
         BadInputError: steps < 1, NEW_GALLERY missing ids of GALLERY, an order's input missing
             (uncertainty), missing labels, bad dims.
     """
+    from compatctl.backfill.orders import ORDERS, backfill_order  # only here: keeps `eval`'s start-up lean
+
     started = time.perf_counter()
     query, gallery, new_gallery = unify_columns(as_source(query), as_source(gallery), as_source(new_gallery))
     ks, metric = check_topk(topk), get_distance(distance)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from compatctl.config import read_yaml
 from compatctl.errors import BadInputError, ConfigError
 from compatctl.evaluate.retrieval import evaluate
 from compatctl.evaluate.sources import describe_source
@@ -44,6 +43,8 @@ def parse_sets(specs: list[str]) -> dict[str, str]:
 
 def load_plan(path: Path) -> tuple[dict[str, str], str | None]:
     """(sets, reference) of a YAML plan; relative set paths are relative to the plan file."""
+    from compatctl.config import read_yaml  # here: yaml only for --plan, not on every eval's start-up
+
     data = read_yaml(Path(path))
     problems = [f"unknown key {key!r}; valid keys: reference, sets" for key in data if key not in ("reference", "sets")]
     sets = data.get("sets")

@@ -101,17 +101,29 @@ def parse_metrics(text: str | None) -> tuple[str, ...]:
     return names
 
 
-def query_ranks(rows: np.ndarray, ranks: np.ndarray, gains: np.ndarray, queries: int) -> QueryRanks:
-    """Sort the (row, rank, gain) triples of a query block and derive nth, P and r_1."""
-    order = np.lexsort((ranks, rows))
-    rows, ranks, gains = rows[order].astype(np.int64), ranks[order].astype(np.int64), gains[order]
+def query_ranks(rows: np.ndarray, ranks: np.ndarray, gains: np.ndarray | None, queries: int) -> QueryRanks:
+    """Sort the (row, rank, gain) triples of a query block and derive nth, P and r_1.
+
+    The ranks of one query's relevant rows are distinct, so (row, rank) sorts as one int64 key;
+    ``gains`` None means all 1 (and no permutation is needed).
+    """
+    rows, ranks = rows.astype(np.int64, copy=False), ranks.astype(np.int64, copy=False)
+    span = int(ranks.max(initial=0)) + 1
+    keys = rows * span + ranks
+    if gains is None:
+        keys = np.sort(keys)
+        gains = np.ones(len(keys))
+    else:
+        order = np.argsort(keys)
+        keys, gains = keys[order], np.asarray(gains)[order]
+    rows, ranks = keys // span, keys % span
     positives = np.bincount(rows, minlength=queries)
     start = np.cumsum(positives) - positives
     nth = np.arange(1, len(rows) + 1) - start[rows]
     first = np.zeros(queries, np.int64)
     has = positives > 0
     first[has] = ranks[start[has]]
-    return QueryRanks(rows, ranks, gains.astype(np.float64), nth, positives, first, queries)
+    return QueryRanks(rows, ranks, gains.astype(np.float64, copy=False), nth, positives, first, queries)
 
 
 @dataclasses.dataclass

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from compatctl.errors import BadInputError
-from compatctl.evaluate.ranking import MetricSums, count_better, find_positives
+from compatctl.evaluate.ranking import MetricSums, count_better, find_positives, sort_rows
 from compatctl.evaluate.records import QueryRecords, RecordSink, query_ranks
 from compatctl.evaluate.sources import (TIE_RULE, Gallery, Prepared, ProgressFn, as_source, describe_source,
                                         decode_column, exclude_self, get_distance, query_blocks, report_progress,
@@ -58,29 +58,33 @@ def segments(queries: Prepared, gallery: Gallery, leave_one_out: bool = True) ->
 
 
 def rank_query_block(queries: Prepared, gallery: Gallery, sums: MetricSums, *, relevance: Relevance = label_relevance,
-                     leave_one_out: bool = True, sink: RecordSink | None = None) -> None:
-    """Exact ranks of every relevant row of a query block; adds its metrics to ``sums`` (and ``sink``)."""
-    held = None
-    if gallery.kept and len(queries.ids) * gallery.rows <= HELD_SCORES:
-        held = list(segments(queries, gallery, leave_one_out))
-    passes: Callable[[], Iterator[Segment]] = ((lambda: iter(held)) if held else
-                                               (lambda: segments(queries, gallery, leave_one_out)))
-    found = []
-    for index, segment in enumerate(passes()):
+                     leave_one_out: bool = True, sink: RecordSink | None = None, threads: int | None = None) -> None:
+    """Exact ranks of every relevant row of a query block; adds its metrics to ``sums`` (and ``sink``).
+
+    Pass 1 collects every relevant row's score (and, for a kept gallery, sorts each segment's
+    rows once); pass 2 counts, per relevant row, the rows of each segment that beat it.
+    """
+    held = gallery.kept and len(queries.ids) * gallery.rows <= HELD_SCORES
+    found, kept_segments = [], []
+    for index, segment in enumerate(segments(queries, gallery, leave_one_out)):
         rows, cols, gains = relevance(queries, segment)
         found.append((rows, segment.scores[rows, cols], segment.gallery.ids[cols], np.full(len(rows), index),
                       np.ones(len(rows)) if gains is None else gains))
         sums.left_out += len(segment.self_rows)
+        if held:
+            kept_segments.append((segment, sort_rows(segment.scores, threads)))
     parts = [np.concatenate(part) for part in zip(*found)] if found else [np.zeros(0)] * 5
-    order = np.argsort(parts[0], kind="stable")
-    rows, values, ids, where, gains = (part[order] for part in parts)
+    rows, values, ids, where, gains = parts
     rows = rows.astype(np.int64)
     better = np.zeros(len(rows), np.int64)
-    for index, segment in enumerate(passes()):
-        better += count_better(segment.scores, segment.gallery.ids, rows, values, ids, where == index)
-    sums.add_ranks(rows, better + 1, len(queries.ids))
+    passes = kept_segments if held else ((s, None) for s in segments(queries, gallery, leave_one_out))
+    for index, (segment, ordered) in enumerate(passes):
+        better += count_better(segment.scores, segment.gallery.ids, rows, values, ids, where == index,
+                               ordered=ordered, threads=threads)
+    ranked = query_ranks(rows, better + 1, gains if sink is not None else None, len(queries.ids))
+    sums.add_ranked(ranked)
     if sink is not None:
-        sink.add(queries.ids, queries.labels, query_ranks(rows, better + 1, gains, len(queries.ids)))
+        sink.add(queries.ids, queries.labels, ranked)
 
 
 def check_topk(topk) -> tuple[int, ...]:

@@ -3,17 +3,25 @@
 Used when mAP is not asked for (``with_map=False``, ``--no-map``): the gallery is read once,
 block by block (faiss-contrib style), the queries stay in memory and each query keeps its k
 best rows so far. Per block only the rows that reach a query's current k-th score are merged,
-so after the first blocks the work is one GEMM plus one comparison per score.
+so after the first blocks the work is one GEMM plus one comparison per score. The GEMM is cut
+into tiles that stay in cache until the comparisons have read them, and each tile's rows are
+merged in parallel pieces (numpy releases the GIL), so both cores work between GEMMs.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from compatctl.evaluate.ranking import MetricSums
-from compatctl.evaluate.sources import Gallery, Prepared, exclude_self, report_progress, score
+from compatctl.evaluate.ranking import MetricSums, in_pieces
+from compatctl.evaluate.sources import Gallery, Prepared, report_progress
+from compatctl.store import IdIndex
 
 _NO_ID = np.iinfo(np.int64).max
+
+
+# A score tile (query rows x gallery columns) small enough to stay in cache between the GEMM that
+# writes it and the passes that read it: 1024 x 4096 float32 = 16 MiB.
+TILE_ROWS, TILE_COLUMNS = 1024, 4096
 
 
 class RunningTopK:
@@ -25,44 +33,79 @@ class RunningTopK:
         self.ids = np.full((queries, k), _NO_ID, np.int64)
         self.labels = np.zeros((queries, k), np.int64)
 
-    def merge(self, scores: np.ndarray, ids: np.ndarray, labels: np.ndarray) -> None:
-        """Merge a block of scores [queries, c] (−inf = left out) with its rows' ids and labels."""
-        threshold = self.scores[:, -1].copy()
+    def merge(self, scores: np.ndarray, ids: np.ndarray, labels: np.ndarray, start: int = 0) -> None:
+        """Merge scores [r, c] (−inf = left out) of query rows start..start+r with its columns' ids and labels.
+
+        Touches only those rows' state, so disjoint row ranges may merge in parallel threads.
+        """
+        threshold = self.scores[start:start + len(scores), -1].copy()
         unfilled = np.flatnonzero(np.isneginf(threshold))
         columns = scores.shape[1]
-        if len(unfilled) and columns > self.k:  # k-th best of this block bounds what can enter
+        if len(unfilled) and columns > self.k:  # k-th best of this tile bounds what can enter
             kth = scores[unfilled]
-            kth.partition(columns - self.k, axis=1)  # in place on the copy: one block-sized buffer
+            kth.partition(columns - self.k, axis=1)  # in place on the copy
             threshold[unfilled] = kth[:, columns - self.k]
         live = np.flatnonzero(scores.max(axis=1) >= threshold)  # rows where something can enter
-        if 2 * len(live) > len(threshold):  # early blocks: most rows
-            rows, cols = np.nonzero(scores >= threshold[:, None])
-        else:  # later blocks: few rows, look at those only
-            live_rows, cols = np.nonzero(scores[live] >= threshold[live, None])
-            rows = live[live_rows]
-        values = scores[rows, cols]
-        keep = values > -np.inf
-        self._keep_best(rows[keep], values[keep], ids[cols[keep]], labels[cols[keep]])
+        if len(live) == 0:
+            return
+        # flatnonzero, not a 2-D nonzero: on a 1024 x 4096 tile it is ~50x faster (numpy 2.4)
+        if 2 * len(live) > len(threshold):  # early tiles: most rows
+            hits = np.flatnonzero(scores >= threshold[:, None])
+        else:  # later tiles: few rows, look at those only
+            live_rows, cols = np.divmod(np.flatnonzero(scores[live] >= threshold[live, None]), columns)
+            hits = live[live_rows] * columns + cols
+        values = scores.reshape(-1)[hits]
+        hits = hits[values > -np.inf]
+        rows, cols = np.divmod(hits, columns)
+        self._keep_best(start + rows, scores.reshape(-1)[hits], ids[cols], labels[cols])
 
     def _keep_best(self, rows, values, ids, labels) -> None:
-        held_rows, held_slots = np.nonzero(self.scores > -np.inf)
-        rows = np.concatenate([held_rows, rows])
-        values = np.concatenate([self.scores[held_rows, held_slots], values])
-        ids = np.concatenate([self.ids[held_rows, held_slots], ids])
-        labels = np.concatenate([self.labels[held_rows, held_slots], labels])
-        order = np.lexsort((ids, -values, rows))
-        rows = rows[order]
-        counts = np.bincount(rows, minlength=len(self.scores))
-        slot = np.arange(len(rows)) - (np.cumsum(counts) - counts)[rows]
-        take = slot < self.k
-        self.scores.fill(-np.inf)
-        self.ids.fill(_NO_ID)
-        where = (rows[take], slot[take])
-        self.scores[where], self.ids[where] = values[order][take], ids[order][take]
-        self.labels[where] = labels[order][take]
+        """Merge candidates (query rows, scores, ids, labels) into the k held by those rows only."""
+        touched = np.unique(rows)
+        k = self.k
+        all_rows = np.concatenate([np.repeat(np.arange(len(touched)), k), np.searchsorted(touched, rows)])
+        all_values = np.concatenate([self.scores[touched].reshape(-1), values])
+        all_ids = np.concatenate([self.ids[touched].reshape(-1), ids])
+        all_labels = np.concatenate([self.labels[touched].reshape(-1), labels])
+        order = np.lexsort((all_ids, -all_values, all_rows))  # per row: score desc, then id asc
+        counts = np.bincount(all_rows, minlength=len(touched))  # >= k each: the k held slots are in
+        best = order[((np.cumsum(counts) - counts)[:, None] + np.arange(k)).reshape(-1)]
+        self.scores[touched] = all_values[best].reshape(-1, k)
+        self.ids[touched] = all_ids[best].reshape(-1, k)
+        self.labels[touched] = all_labels[best].reshape(-1, k)
 
 
-def topk_only(queries: list[Prepared], gallery: Gallery, sums: MetricSums, progress=None) -> None:
+def _merge_block(query: Prepared, block: Prepared, top: RunningTopK, threads: int | None) -> tuple:
+    """Score one query block against one gallery block tile by tile, merging each tile in parallel row pieces.
+
+    Returns (query rows, block columns) of the query's own rows found in this block (left out).
+    """
+    self_rows = self_cols = np.zeros(0, np.int64)
+    if len(block.ids):
+        positions, found = IdIndex(block.ids).locate(query.ids)
+        self_rows = np.flatnonzero(found)
+        self_cols = positions[self_rows]
+    for first_col in range(0, len(block.ids), TILE_COLUMNS):
+        cols = slice(first_col, first_col + TILE_COLUMNS)
+        matrix, ids, labels = block.matrix[cols], block.ids[cols], block.labels[cols]
+        bias = None if block.bias is None else block.bias[cols]
+        own = (self_cols >= first_col) & (self_cols < first_col + len(ids))
+        for first_row in range(0, len(query.ids), TILE_ROWS):
+            tile = query.matrix[first_row:first_row + TILE_ROWS] @ matrix.T
+            if bias is not None:
+                tile += bias[None, :]
+            here = own & (self_rows >= first_row) & (self_rows < first_row + len(tile))
+            tile[self_rows[here] - first_row, self_cols[here] - first_col] = -np.inf
+
+            def task(a: int, b: int, tile=tile, first_row=first_row) -> None:
+                top.merge(tile[a:b], ids, labels, start=first_row + a)
+
+            in_pieces(task, len(tile), threads, weight=tile.shape[1])
+    return self_rows, self_cols
+
+
+def topk_only(queries: list[Prepared], gallery: Gallery, sums: MetricSums, progress=None,
+              threads: int | None = None) -> None:
     """Add every query block's top-k hits to ``sums``; reads the gallery once."""
     tops = [RunningTopK(len(q.ids), max(sums.ks)) for q in queries]
     own_label = [np.full(len(q.ids), -1, np.int64) for q in queries]
@@ -70,10 +113,8 @@ def topk_only(queries: list[Prepared], gallery: Gallery, sums: MetricSums, progr
     gallery_labels = []
     for start, block in gallery.blocks():
         for query, top, found, label in zip(queries, tops, own_found, own_label):
-            scores = score(query, block)
-            rows, cols = exclude_self(scores, query.ids, block.ids)
+            rows, cols = _merge_block(query, block, top, threads)
             found[rows], label[rows] = True, block.labels[cols]
-            top.merge(scores, block.ids, block.labels)
         gallery_labels.append(block.labels)
         report_progress(progress, "top-k", start + len(block.ids), gallery.rows)
     classes, sizes = np.unique(np.concatenate(gallery_labels or [np.zeros(0, np.int64)]), return_counts=True)

@@ -14,11 +14,12 @@ RUN_WITHOUT_TORCH = ("import sys; sys.modules['torch'] = None; sys.modules['fais
 
 
 @pytest.mark.parametrize("command", [["eval", "{e}", "{e}"], ["inspect", "{e}"],
-                                     ["eval", "{e}", "{e}", "--baseline", "{e}", "--ceiling", "{e}", "--ci", "0.9"]])
+                                     ["eval", "{e}", "{e}", "--baseline", "{e}", "--ceiling", "{e}", "--ci", "0.9"],
+                                     ["eval", "{e}", "{e}", "--baseline", "{e}", "--cache", "{c}"]])
 def test_command_runs_without_torch(tmp_path, command):
     rng = np.random.default_rng(0)
     path = tmp_path / "e.npz"
     np.savez(path, embeddings=rng.normal(size=(20, 4)).astype(np.float32), labels=rng.integers(0, 3, 20))
-    args = [part.format(e=path) for part in command]
+    args = [part.format(e=path, c=tmp_path / "cache") for part in command]
     result = subprocess.run([sys.executable, "-c", RUN_WITHOUT_TORCH, *args], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr + result.stdout
