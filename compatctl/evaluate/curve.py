@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from compatctl.backfill.orders import ORDERS, backfill_order, budget_rows
+from compatctl.orders import ORDERS, backfill_order, budget_rows
 from compatctl.errors import BadInputError
 from compatctl.store import EmbeddingBlock, IdIndex
 from compatctl.evaluate.ranking import MetricSums, count_better, find_positives
