@@ -71,6 +71,8 @@ def eval_cli(
     metrics: Optional[str] = typer.Option(None, "--metrics", help="Comma-separated metrics to report: topK, "
                                           "map, map_at_r, ndcg@K, recall@K, mrr@K (default with --qrels: "
                                           "ndcg@10,recall@100,mrr@10,map)."),
+    columns: Optional[str] = typer.Option(None, "--columns", help="Column names of Parquet inputs (or .npy "
+                                          "folders' metadata): embedding=vector,id=doc_id,label=cls."),
 ) -> None:
     """Exact top-k and full-ranking mAP of QUERY against GALLERY, leave-one-out by id.
 
@@ -117,6 +119,7 @@ def eval_cli(
                   inputs=[query, gallery, backfill_with, plan, baseline, baseline_gallery, ceiling, ceiling_gallery,
                           qrels, *(spec.partition("=")[2] for spec in sets)])
     ks = _parse_topk(topk)
+    _Opener.columns = _parse_columns(columns)
     options = dict(distance=distance, topk=ks, dims=dims, map_at_r=map_at_r, query_block=query_block)
     if sets or plan:
         _check_matrix_usage(query, gallery, backfill_with, fail_under + fail_over)
@@ -219,8 +222,16 @@ def _with_progress(run):
         return run(stage_reporter(progress, unit=None))
 
 
+def _parse_columns(text):
+    from compatctl.store.sources import parse_columns
+
+    return parse_columns(text)
+
+
 class _Opener:
     """Opens each path once: `eval X X --ceiling X` opens (and checksums) X once."""
+
+    columns: dict = {}  # --columns, for Parquet inputs
 
     def __init__(self):
         self.opened: dict[Path, object] = {}
@@ -232,7 +243,7 @@ class _Opener:
             return None
         key = Path(path).resolve()
         if key not in self.opened:
-            self.opened[key] = open_embeddings(path)
+            self.opened[key] = open_embeddings(path, self.columns)
         return self.opened[key]
 
 
@@ -266,7 +277,7 @@ def _run_matrix(sets, plan, json_path, options, *, gallery_block: int, with_map:
 
     named, reference = load_plan(plan) if plan else ({}, None)
     named.update(parse_sets(sets))
-    sources = {name: open_embeddings(path) for name, path in named.items()}
+    sources = {name: open_embeddings(path, _Opener.columns) for name, path in named.items()}
     report = _with_progress(lambda cb: compatibility_matrix(sources, reference=reference, progress=cb,
                                                             gallery_block=gallery_block, with_map=with_map,
                                                             **options))
