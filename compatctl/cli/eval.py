@@ -73,6 +73,12 @@ def eval_cli(
                                           "ndcg@10,recall@100,mrr@10,map)."),
     columns: Optional[str] = typer.Option(None, "--columns", help="Column names of Parquet inputs (or .npy "
                                           "folders' metadata): embedding=vector,id=doc_id,label=cls."),
+    index: Optional[str] = typer.Option(None, "--index", help="Approximate search through a faiss index built "
+                                        "from this factory (HNSW32, IVF1024,Flat): top-k plus recall@k against "
+                                        "exact search on a query sample; no mAP. Exact is the default."),
+    nprobe: Optional[int] = typer.Option(None, "--nprobe", help="Inverted lists visited per query (IVF --index)."),
+    recall_queries: int = typer.Option(1000, "--recall-queries", min=1, help="Queries (drawn with --seed) "
+                                       "searched exactly too, for --index's recall@k."),
 ) -> None:
     """Exact top-k and full-ranking mAP of QUERY against GALLERY, leave-one-out by id.
 
@@ -121,6 +127,8 @@ def eval_cli(
     ks = _parse_topk(topk)
     _Opener.columns = _parse_columns(columns)
     options = dict(distance=distance, topk=ks, dims=dims, map_at_r=map_at_r, query_block=query_block)
+    if index is not None or nprobe is not None:
+        return _run_approximate(locals(), options, json_path, fail_under, fail_over)
     if sets or plan:
         _check_matrix_usage(query, gallery, backfill_with, fail_under + fail_over)
         return _run_matrix(sets, plan, json_path, options, gallery_block=gallery_block, with_map=not no_map)
@@ -269,6 +277,43 @@ def _run_curve(query, gallery, backfill_with, order, steps, seed, options) -> di
     return _with_progress(lambda cb: backfill_curve(source(query), source(gallery), source(backfill_with),
                                                     order=order or "random", steps=20 if steps is None else steps,
                                                     seed=seed, progress=cb, **options))
+
+
+_EXACT_ONLY = ("sets", "plan", "backfill_with", "baseline", "baseline_gallery", "ceiling", "ceiling_gallery", "ci",
+               "per_query", "summary_md", "qrels", "metrics", "plot", "order", "steps")
+
+
+def _run_approximate(given: dict, options: dict, json_path, fail_under, fail_over) -> None:
+    """`eval --index FACTORY`: top-k through a faiss index and its recall against exact search (no mAP)."""
+    from compatctl.evaluate.approximate import evaluate_approximate
+    from compatctl.evaluate.gates import check_gates, gate_names, parse_gates
+    from compatctl.store import atomic_write_json
+
+    if given["index"] is None:
+        raise BadInputError("--nprobe goes with --index FACTORY (e.g. --index IVF1024,Flat --nprobe 16)")
+    clash = [f"--{name.replace('_', '-')}" for name in _EXACT_ONLY if given[name] not in (None, [], False)]
+    clash += ["--map-at-r"] if given["map_at_r"] else []
+    if clash:
+        raise BadInputError(f"{', '.join(clash)}: not with --index (they need the exact full ranking); drop "
+                            f"{'them' if len(clash) > 1 else 'it'}, or drop --index")
+    if given["query"] is None or given["gallery"] is None:
+        raise BadInputError("give QUERY and GALLERY with --index")
+    gates = parse_gates(fail_under, gate_names(options["topk"], with_map=False)) + \
+        parse_gates(fail_over, gate_names(options["topk"], with_map=False), over=True)
+    source = _Opener()
+    report = _with_progress(lambda cb: evaluate_approximate(
+        source(given["query"]), source(given["gallery"]), index=given["index"], nprobe=given["nprobe"],
+        recall_queries=given["recall_queries"], seed=given["seed"], gallery_block=given["gallery_block"], progress=cb,
+        **{k: v for k, v in options.items() if k != "map_at_r"}))
+    _show_report(report)
+    facts = report["approximate"]
+    console.print(f"approximate: {facts['factory']}" + (f", nprobe {facts['nprobe']}" if facts["nprobe"] else "") +
+                  f"; recall vs exact on {facts['recall_queries']} queries: " +
+                  ", ".join(f"{name} {100 * value:.2f} %" for name, value in facts["recall_vs_exact"].items()) +
+                  f"; index built in {facts['build_s']:.2f} s, searched in {facts['search_s']:.2f} s", highlight=False)
+    if json_path:
+        atomic_write_json(json_path, report)
+    check_gates(report, gates)
 
 
 def _run_matrix(sets, plan, json_path, options, *, gallery_block: int, with_map: bool) -> None:
