@@ -43,15 +43,15 @@ class NpyFolderSource(EmbeddingSource):
         self._shards = sorted((p for p in folder.glob("*.npy") if p.is_file()), key=natural_key)
         if not self._shards:
             raise BadInputError(f"{folder}: holds no .npy shards; expected {EMBEDDING_FOLDER}/{EMBEDDING_FOLDER}_0000.npy")
-        self._maps = [self._map(file) for file in self._shards]
-        dims = {int(m.shape[1]) for m in self._maps}
+        self._shapes = [self._map(file).shape for file in self._shards]  # (rows, dim): shards are mapped per read
+        dims = {int(m[1]) for m in self._shapes}
         if len(dims) > 1:
-            widths = ", ".join(f"{f.name}: {m.shape[1]}" for f, m in list(zip(self._shards, self._maps))[:4])
+            widths = ", ".join(f"{f.name}: {m[1]}" for f, m in list(zip(self._shards, self._shapes))[:4])
             raise BadInputError(f"{folder}: .npy shards of differing dims ({widths}); every shard of one folder "
                                 "must hold embeddings of one width")
         self.dim = dims.pop()
-        self.dtype = str(self._maps[0].dtype)
-        self._starts = np.concatenate([[0], np.cumsum([len(m) for m in self._maps], dtype=np.int64)])
+        self.dtype = str(self._map(self._shards[0]).dtype)
+        self._starts = np.concatenate([[0], np.cumsum([m[0] for m in self._shapes], dtype=np.int64)])
         self.rows = int(self._starts[-1])
         if not self.rows:
             raise BadInputError(f"{folder}: the shards hold no rows")
@@ -91,14 +91,14 @@ class NpyFolderSource(EmbeddingSource):
 
         _, pq = _pyarrow()
         columns = {role: [] for role in ("id", "label", "provenance", "uncertainty")}
-        for index, (file, matrix) in enumerate(zip(files, self._maps)):
+        for index, (file, matrix) in enumerate(zip(files, self._shapes)):
             handle = pq.ParquetFile(file)
             if index == 0:
                 self._header_from(handle.schema_arrow.metadata or {})
             have = handle.schema_arrow.names
-            if handle.metadata.num_rows != len(matrix):
+            if handle.metadata.num_rows != matrix[0]:
                 raise BadInputError(f"{file}: {handle.metadata.num_rows} metadata rows but {self._shards[index].name} "
-                                    f"holds {len(matrix)} embeddings; metadata must match its shard row for row")
+                                    f"holds {matrix[0]} embeddings; metadata must match its shard row for row")
             missing = [self.names[r] for r in explicit if r in columns and self.names[r] not in have]
             if missing:
                 raise BadInputError(f"{file}: no column {', '.join(map(repr, missing))} (columns: {', '.join(have)}); "
@@ -144,15 +144,17 @@ class NpyFolderSource(EmbeddingSource):
         self.model_fingerprint = fingerprint if isinstance(fingerprint, str) else None
 
     def read_range(self, start: int, stop: int, verify: bool = True) -> EmbeddingBlock:
-        first = min(max(int(np.searchsorted(self._starts, start, side="right")) - 1, 0), len(self._maps) - 1)
+        first = min(max(int(np.searchsorted(self._starts, start, side="right")) - 1, 0), len(self._shapes) - 1)
         parts = []
-        for index in range(first, len(self._maps)):
+        for index in range(first, len(self._shapes)):
             begin = int(self._starts[index])
             if begin >= stop:
                 break
             lo, hi = max(start, begin), min(stop, int(self._starts[index + 1]))
-            if lo < hi:
-                parts.append(np.asarray(self._maps[index][lo - begin:hi - begin], np.float32))
+            if lo < hi:  # mapped for this read only: pages read leave the process's RSS when it is unmapped
+                mapped = self._map(self._shards[index])
+                parts.append(np.array(mapped[lo - begin:hi - begin], np.float32))
+                del mapped
         embeddings = np.concatenate(parts) if len(parts) != 1 else parts[0]
         if not parts:
             embeddings = np.zeros((0, self.dim), np.float32)
@@ -182,7 +184,7 @@ def write_npy_folder(out: Path, source: EmbeddingSource, *, dtype: str = "float3
     import shutil
     import tempfile
 
-    from numpy.lib.format import open_memmap
+    from numpy.lib import format as npy_format
 
     import json
 
@@ -196,8 +198,9 @@ def write_npy_folder(out: Path, source: EmbeddingSource, *, dtype: str = "float3
         done = 0
         for index, start in enumerate(range(0, source.rows, shard_rows)):
             stop = min(start + shard_rows, source.rows)
-            matrix = open_memmap(temp / EMBEDDING_FOLDER / f"{EMBEDDING_FOLDER}_{index:04d}.npy", mode="w+",
-                                 dtype=dtype, shape=(stop - start, source.dim))
+            matrix = open(temp / EMBEDDING_FOLDER / f"{EMBEDDING_FOLDER}_{index:04d}.npy", "wb")
+            npy_format.write_array_header_2_0(matrix, {"descr": npy_format.dtype_to_descr(np.dtype(dtype)),
+                                                       "fortran_order": False, "shape": (stop - start, source.dim)})
             meta = {"id": [], "label": [], "provenance": [], "uncertainty": []}
             for first in range(start, stop, block_rows):
                 block = source.read_range(first, min(first + block_rows, stop))
@@ -207,7 +210,7 @@ def write_npy_folder(out: Path, source: EmbeddingSource, *, dtype: str = "float3
                     raise BadInputError(f"{source.name}: rows near {first} hold NaN or Inf"
                                         f"{' (beyond float16 range: use --dtype float32)' if dtype == 'float16' else ''}"
                                         f"; {out} not written")
-                matrix[first - start:first - start + len(block)] = values
+                matrix.write(np.ascontiguousarray(values).tobytes())  # appended: no mapped pages held
                 meta["id"].append(block.ids)
                 meta["label"].append(block.labels)
                 meta["provenance"].append(np.zeros(len(block), np.uint8) if block.provenance is None
@@ -216,8 +219,7 @@ def write_npy_folder(out: Path, source: EmbeddingSource, *, dtype: str = "float3
                 done += len(block)
                 if progress is not None:
                     progress(done, source.rows)
-            matrix.flush()
-            del matrix
+            matrix.close()
             arrays = {name: np.concatenate(parts) for name, parts in meta.items()
                       if parts and all(p is not None for p in parts)}
             table = pa.table({name: (values.tolist() if values.dtype.kind == "U" else values)

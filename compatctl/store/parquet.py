@@ -258,9 +258,13 @@ class ParquetSource(EmbeddingSource):
     def _stream(self, names: list[str], block_rows: int, build=None) -> Iterator:
         row = 0
         for file, handle in zip(self._files, self._handles):
-            for batch in handle.iter_batches(batch_size=block_rows, columns=names, use_threads=False):
-                yield (build or self._block)(batch, row, str(file))
-                row += batch.num_rows
+            # one row group at a time: over the whole file, pyarrow's reader buffers far ahead (289 MB pool
+            # for 1M x 128 float16 rows, against 33 MB row group by row group)
+            for group in range(handle.metadata.num_row_groups):
+                for batch in handle.iter_batches(batch_size=block_rows, row_groups=[group], columns=names,
+                                                 use_threads=False):
+                    yield (build or self._block)(batch, row, str(file))
+                    row += batch.num_rows
 
     def column(self, name: str, segment: int | None = None, verify: bool = True) -> np.ndarray | None:
         role = {"ids": "id", "labels": "label"}.get(name, name)
