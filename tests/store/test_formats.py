@@ -199,3 +199,23 @@ def test_memory_source_is_the_in_memory_source():
     source = MemorySource(block)
     assert source.column("ids", segment=0).tolist() == block.ids.tolist()
     np.testing.assert_array_equal(source.read_rows(block.ids[::-1]).ids, block.ids[::-1])
+
+
+def test_eval_and_inspect_cli_read_parquet_with_columns(tmp_path, runner):
+    block = _block(rows=80, dim=6)
+    npz, table = tmp_path / "e.npz", tmp_path / "t.parquet"
+    np.savez(npz, embeddings=block.embeddings, ids=block.ids, labels=block.labels)
+    _write_parquet_table(table, block.ids, block.embeddings, block.labels, names=("doc", "vec", "cls"))
+    mapping = ["--columns", "embedding=vec,id=doc,label=cls"]
+    code, out = _cli(runner, "eval", table, table, *mapping, "--json", tmp_path / "p.json")
+    assert code == 0, out
+    code, out = _cli(runner, "eval", npz, npz, "--json", tmp_path / "n.json")
+    assert code == 0, out
+    import json
+
+    parquet_report, npz_report = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("p", "n"))
+    assert parquet_report["metrics"] == pytest.approx(npz_report["metrics"], abs=1e-12)
+    code, out = _cli(runner, "inspect", table, *mapping, "--json")
+    assert code == 0 and '"format": "parquet"' in out and '"rows": 80' in out
+    code, out = _cli(runner, "inspect", npz, *mapping)
+    assert code == 2 and "--columns applies to Parquet" in _one_line(out)
