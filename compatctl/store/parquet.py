@@ -196,11 +196,14 @@ class ParquetSource(EmbeddingSource):
         return header if isinstance(header, dict) else {}
 
     def _check_ids(self) -> None:
-        ids = self.column("ids")
-        unique, counts = np.unique(ids, return_counts=True)
-        if len(unique) != len(ids):
+        if not self._present["id"]:
+            return  # row numbers
+        ordered = self.column("ids")
+        ordered.sort()  # in place: one id column in memory, not np.unique's several
+        repeated = ordered[1:][ordered[1:] == ordered[:-1]]
+        if len(repeated):
             raise BadInputError(f"{self.path}: column {self.names['id']!r} has duplicates, e.g. "
-                                f"{unique[counts > 1][:5].tolist()}; ids must be unique per row")
+                                f"{np.unique(repeated)[:5].tolist()}; ids must be unique per row")
 
     # ------------------------------------------------------------------ reading
 
@@ -276,13 +279,13 @@ class ParquetSource(EmbeddingSource):
             return np.arange(self.rows, dtype=np.int64) if role == "id" else None
         parts = []
         for file, handle in zip(self._files, self._handles):
-            table = handle.read(columns=[self.names[role]], use_threads=False)
-            column = table.column(0)
-            if role in ("id", "label"):
-                parts.append(id_values(column, str(file), self.names[role], role))
-            else:
-                parts.append(np.asarray(column.to_numpy(zero_copy_only=False)))
-        values = np.concatenate(parts)
+            for group in range(handle.metadata.num_row_groups):  # row group by row group, as in _stream
+                column = handle.read_row_group(group, columns=[self.names[role]], use_threads=False).column(0)
+                if role in ("id", "label"):
+                    parts.append(id_values(column, str(file), self.names[role], role))
+                else:
+                    parts.append(np.asarray(column.to_numpy(zero_copy_only=False)))
+        values = np.concatenate(parts) if len(parts) != 1 else parts[0]
         return values.astype(np.uint8) if role == "provenance" else values
 
     def files(self) -> list[Path]:
