@@ -108,6 +108,11 @@ def eval_cli(
     --qrels FILE ranks a query set against a separate corpus set by relevance judgments (no
     row left out; gains = grades; trec_eval definitions of ndcg@K, recall@K, mrr@K, map).
 
+    --index FACTORY (faiss: HNSW32, IVF1024,Flat with --nprobe N) searches a faiss index of the
+    gallery instead: top-k only, plus recall@k of its neighbours against exact search on
+    --recall-queries sampled queries. Exact stays the default: only it ranks the full gallery
+    (mAP) and breaks ties by id, the same on every run.
+
     Exit codes: 0 ok, 1 a --fail-under/--fail-over gate failed, 2 bad usage or input.
 
     Example: compatctl eval runs/new/test_emb runs/old/test_emb --json report.json --fail-under top1=0.45
@@ -128,7 +133,9 @@ def eval_cli(
     _Opener.columns = _parse_columns(columns)
     options = dict(distance=distance, topk=ks, dims=dims, map_at_r=map_at_r, query_block=query_block)
     if index is not None or nprobe is not None:
-        return _run_approximate(locals(), options, json_path, fail_under, fail_over)
+        from compatctl.cli._eval_index import run_approximate
+
+        return run_approximate(locals(), options, json_path, fail_under, fail_over)
     if sets or plan:
         _check_matrix_usage(query, gallery, backfill_with, fail_under + fail_over)
         return _run_matrix(sets, plan, json_path, options, gallery_block=gallery_block, with_map=not no_map)
@@ -277,43 +284,6 @@ def _run_curve(query, gallery, backfill_with, order, steps, seed, options) -> di
     return _with_progress(lambda cb: backfill_curve(source(query), source(gallery), source(backfill_with),
                                                     order=order or "random", steps=20 if steps is None else steps,
                                                     seed=seed, progress=cb, **options))
-
-
-_EXACT_ONLY = ("sets", "plan", "backfill_with", "baseline", "baseline_gallery", "ceiling", "ceiling_gallery", "ci",
-               "per_query", "summary_md", "qrels", "metrics", "plot", "order", "steps")
-
-
-def _run_approximate(given: dict, options: dict, json_path, fail_under, fail_over) -> None:
-    """`eval --index FACTORY`: top-k through a faiss index and its recall against exact search (no mAP)."""
-    from compatctl.evaluate.approximate import evaluate_approximate
-    from compatctl.evaluate.gates import check_gates, gate_names, parse_gates
-    from compatctl.store import atomic_write_json
-
-    if given["index"] is None:
-        raise BadInputError("--nprobe goes with --index FACTORY (e.g. --index IVF1024,Flat --nprobe 16)")
-    clash = [f"--{name.replace('_', '-')}" for name in _EXACT_ONLY if given[name] not in (None, [], False)]
-    clash += ["--map-at-r"] if given["map_at_r"] else []
-    if clash:
-        raise BadInputError(f"{', '.join(clash)}: not with --index (they need the exact full ranking); drop "
-                            f"{'them' if len(clash) > 1 else 'it'}, or drop --index")
-    if given["query"] is None or given["gallery"] is None:
-        raise BadInputError("give QUERY and GALLERY with --index")
-    gates = parse_gates(fail_under, gate_names(options["topk"], with_map=False)) + \
-        parse_gates(fail_over, gate_names(options["topk"], with_map=False), over=True)
-    source = _Opener()
-    report = _with_progress(lambda cb: evaluate_approximate(
-        source(given["query"]), source(given["gallery"]), index=given["index"], nprobe=given["nprobe"],
-        recall_queries=given["recall_queries"], seed=given["seed"], gallery_block=given["gallery_block"], progress=cb,
-        **{k: v for k, v in options.items() if k != "map_at_r"}))
-    _show_report(report)
-    facts = report["approximate"]
-    console.print(f"approximate: {facts['factory']}" + (f", nprobe {facts['nprobe']}" if facts["nprobe"] else "") +
-                  f"; recall vs exact on {facts['recall_queries']} queries: " +
-                  ", ".join(f"{name} {100 * value:.2f} %" for name, value in facts["recall_vs_exact"].items()) +
-                  f"; index built in {facts['build_s']:.2f} s, searched in {facts['search_s']:.2f} s", highlight=False)
-    if json_path:
-        atomic_write_json(json_path, report)
-    check_gates(report, gates)
 
 
 def _run_matrix(sets, plan, json_path, options, *, gallery_block: int, with_map: bool) -> None:
