@@ -182,11 +182,10 @@ def write_npy_folder(out: Path, source: EmbeddingSource, *, dtype: str = "float3
     anything beyond row-number ids, ``out/metadata/metadata_NNNN.parquet`` (id, label, provenance,
     uncertainty). Written into a hidden temp folder next to ``out``, renamed when complete."""
     import shutil
+    import json
     import tempfile
 
     from numpy.lib import format as npy_format
-
-    import json
 
     from compatctl.store.parquet import _pyarrow
 
@@ -198,28 +197,27 @@ def write_npy_folder(out: Path, source: EmbeddingSource, *, dtype: str = "float3
         done = 0
         for index, start in enumerate(range(0, source.rows, shard_rows)):
             stop = min(start + shard_rows, source.rows)
-            matrix = open(temp / EMBEDDING_FOLDER / f"{EMBEDDING_FOLDER}_{index:04d}.npy", "wb")
-            npy_format.write_array_header_2_0(matrix, {"descr": npy_format.dtype_to_descr(np.dtype(dtype)),
-                                                       "fortran_order": False, "shape": (stop - start, source.dim)})
-            meta = {"id": [], "label": [], "provenance": [], "uncertainty": []}
-            for first in range(start, stop, block_rows):
-                block = source.read_range(first, min(first + block_rows, stop))
-                with np.errstate(over="ignore"):
-                    values = block.embeddings.astype(dtype)
-                if not np.isfinite(values).all():
-                    raise BadInputError(f"{source.name}: rows near {first} hold NaN or Inf"
-                                        f"{' (beyond float16 range: use --dtype float32)' if dtype == 'float16' else ''}"
-                                        f"; {out} not written")
-                matrix.write(np.ascontiguousarray(values).tobytes())  # appended: no mapped pages held
-                meta["id"].append(block.ids)
-                meta["label"].append(block.labels)
-                meta["provenance"].append(np.zeros(len(block), np.uint8) if block.provenance is None
-                                          else np.asarray(block.provenance, np.uint8))
-                meta["uncertainty"].append(block.uncertainty)
-                done += len(block)
-                if progress is not None:
-                    progress(done, source.rows)
-            matrix.close()
+            with open(temp / EMBEDDING_FOLDER / f"{EMBEDDING_FOLDER}_{index:04d}.npy", "wb") as matrix:
+                npy_format.write_array_header_2_0(matrix, {"descr": npy_format.dtype_to_descr(np.dtype(dtype)),
+                                                           "fortran_order": False, "shape": (stop - start, source.dim)})
+                meta = {"id": [], "label": [], "provenance": [], "uncertainty": []}
+                for first in range(start, stop, block_rows):
+                    block = source.read_range(first, min(first + block_rows, stop))
+                    with np.errstate(over="ignore"):
+                        values = block.embeddings.astype(dtype)
+                    if not np.isfinite(values).all():
+                        raise BadInputError(f"{source.name}: rows near {first} hold NaN or Inf"
+                                            f"{' (beyond float16 range: use --dtype float32)' if dtype == 'float16' else ''}"
+                                            f"; {out} not written")
+                    matrix.write(np.ascontiguousarray(values).tobytes())  # appended: no mapped pages held
+                    meta["id"].append(block.ids)
+                    meta["label"].append(block.labels)
+                    meta["provenance"].append(np.zeros(len(block), np.uint8) if block.provenance is None
+                                              else np.asarray(block.provenance, np.uint8))
+                    meta["uncertainty"].append(block.uncertainty)
+                    done += len(block)
+                    if progress is not None:
+                        progress(done, source.rows)
             arrays = {name: np.concatenate(parts) for name, parts in meta.items()
                       if parts and all(p is not None for p in parts)}
             table = pa.table({name: (values.tolist() if values.dtype.kind == "U" else values)

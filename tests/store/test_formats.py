@@ -219,3 +219,16 @@ def test_eval_and_inspect_cli_read_parquet_with_columns(tmp_path, runner):
     assert code == 0 and '"format": "parquet"' in out and '"rows": 80' in out
     code, out = _cli(runner, "inspect", npz, *mapping)
     assert code == 2 and "--columns applies to Parquet" in _one_line(out)
+
+
+@pytest.mark.parametrize("out", ["big.parquet", "big-npy"])
+def test_export_refuses_float16_overflow_and_leaves_no_out(tmp_path, out):
+    block = _block(rows=30, dim=4)
+    block.embeddings[17, 2] = 1e6  # beyond float16's 65504
+    source = MemorySource(block, "big")
+    target = "parquet" if out.endswith(".parquet") else "npy"
+    with pytest.raises(Exception, match="NaN or Inf.*float16 range"):
+        export(source, tmp_path / out, target=target, dtype="float16", block_rows=8)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no OUT, no temp left behind
+    export(source, tmp_path / out, target=target, dtype="float32", block_rows=8)
+    assert open_embeddings(tmp_path / out).read_all().embeddings[17, 2] == 1e6
