@@ -41,7 +41,7 @@ def main() -> None:
     parser.add_argument("--noise", type=float, default=2.0)
     parser.add_argument("--topk", default="1,10")
     parser.add_argument("--index", action="append", default=None,
-                        help="factory[:nprobe], repeatable (default: HNSW32 and IVF1024,Flat:16)")
+                        help="factory[:nprobe], repeatable (default: IVF<sqrt(rows)>,Flat:16, then HNSW32)")
     parser.add_argument("--recall-queries", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -53,27 +53,29 @@ def main() -> None:
     block = data(args.gallery_rows, args.dim, args.classes, args.noise, args.seed)
     gallery = MemorySource(block, "gallery")
     queries = MemorySource(block.take(slice(0, args.queries)), "queries")
-    rows = []
+    names = [f"top{k}" for k in ks]
+    print(f"{args.queries:,} queries x {args.gallery_rows:,} gallery rows x {args.dim} dims, {args.classes} classes, "
+          f"cosine; recall@k against exact search on {args.recall_queries} sampled queries", flush=True)
+    print(f"{'search':<22} {'wall s':>8} {'build s':>8} {'search s':>9} " + " ".join(f"{n:>7}" for n in names) +
+          " " + " ".join(f"{'recall@' + str(k):>9}" for k in ks), flush=True)
     started = time.perf_counter()
     exact = evaluate(queries, gallery, topk=ks, with_map=False)
-    rows.append(("exact (--no-map)", time.perf_counter() - started, exact["metrics"], None))
-    for spec in args.index or ["HNSW32", f"IVF{max(16, int(4 * args.gallery_rows ** 0.5) // 4)},Flat:16"]:
+    show("exact (--no-map)", time.perf_counter() - started, exact["metrics"], None, ks)
+    for spec in args.index or [f"IVF{max(16, int(args.gallery_rows ** 0.5))},Flat:16", "HNSW32"]:
         factory, _, probes = spec.partition(":")
         started = time.perf_counter()
         report = evaluate_approximate(queries, gallery, index=factory, nprobe=int(probes) if probes else None,
                                       topk=ks, recall_queries=args.recall_queries, seed=args.seed)
-        rows.append((spec, time.perf_counter() - started, report["metrics"], report["approximate"]))
-    print(f"{args.queries:,} queries x {args.gallery_rows:,} gallery rows x {args.dim} dims, {args.classes} classes, "
-          f"cosine; recall@k against exact search on {args.recall_queries} sampled queries")
-    names = [f"top{k}" for k in ks]
-    print(f"{'search':<22} {'wall s':>8} {'build s':>8} {'search s':>9} " + " ".join(f"{n:>7}" for n in names) +
-          " " + " ".join(f"{'recall@' + str(k):>9}" for k in ks))
-    for name, wall, metrics, facts in rows:
-        build = f"{facts['build_s']:8.1f}" if facts else f"{'-':>8}"
-        search = f"{facts['search_s']:9.1f}" if facts else f"{'-':>9}"
-        recall = " ".join(f"{100 * facts['recall_vs_exact'][f'recall@{k}']:8.2f}%" if facts else f"{'-':>9}" for k in ks)
-        print(f"{name:<22} {wall:8.1f} {build} {search} " + " ".join(f"{100 * metrics[n]:6.2f}%" for n in names) +
-              " " + recall)
+        show(spec, time.perf_counter() - started, report["metrics"], report["approximate"], ks)
+
+
+def show(name: str, wall: float, metrics: dict, facts: dict | None, ks) -> None:
+    """One table row, printed as soon as it is measured (a long run shows what it has)."""
+    build = f"{facts['build_s']:8.1f}" if facts else f"{'-':>8}"
+    search = f"{facts['search_s']:9.1f}" if facts else f"{'-':>9}"
+    recall = " ".join(f"{100 * facts['recall_vs_exact'][f'recall@{k}']:8.2f}%" if facts else f"{'-':>9}" for k in ks)
+    print(f"{name:<22} {wall:8.1f} {build} {search} " + " ".join(f"{100 * metrics[f'top{k}']:6.2f}%" for k in ks) +
+          " " + recall, flush=True)
 
 
 if __name__ == "__main__":
