@@ -12,7 +12,8 @@ from compatctl.cli._util import app, console, guard
 @app.command("inspect")
 @guard
 def inspect_cli(
-    path: Path = typer.Argument(..., help="A model, transform, or embeddings in any format compatctl reads (set, .npz/.safetensors, .parquet, .npy folder, faiss index)."),
+    path: Path = typer.Argument(..., help="A model, transform, or embeddings in any format compatctl reads "
+                              "(set, .npz/.safetensors, .parquet, .npy folder, faiss index)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     quick: bool = typer.Option(False, "--quick", help="Skip hashing: check sizes, tensors and row totals only."),
     columns: Optional[str] = typer.Option(None, "--columns", help="Column names of a Parquet table (or an .npy "

@@ -27,7 +27,8 @@ def target_of(out: Path, to: str | None) -> str:
         raise BadInputError(f"OUT {out} ends in {out.suffix}, which names {by_suffix}, but --to says {to}; "
                             "make them agree")
     if not by_suffix and to in ("parquet", "faiss"):
-        raise BadInputError(f"--to {to}: name OUT with its suffix, e.g. {out.with_suffix('.parquet' if to == 'parquet' else '.faiss')}")
+        example = out.with_suffix(".parquet" if to == "parquet" else ".faiss")
+        raise BadInputError(f"--to {to}: name OUT with its suffix, e.g. {example}")
     return by_suffix or to or "npy"
 
 
