@@ -43,7 +43,9 @@ class FaissIndexSource(EmbeddingSource):
         try:
             index = faiss.read_index(str(self.path))
         except Exception as exc:  # faiss raises RuntimeError with its C++ message
-            raise BadInputError(f"{self.path}: not a readable faiss index ({str(exc).splitlines()[0][:100]})") from None
+            reason = str(exc).splitlines()[0].rpartition(": ")[2][:100]  # faiss prefixes its C++ location
+            raise BadInputError(f"{self.path}: not a readable faiss index ({reason}); pass a file written by "
+                                "faiss.write_index or compatctl export") from None
         top = faiss.downcast_index(index)
         self.index_type = type(top).__name__
         if isinstance(top, (faiss.IndexIDMap, faiss.IndexIDMap2)):

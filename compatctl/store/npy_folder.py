@@ -63,6 +63,9 @@ class NpyFolderSource(EmbeddingSource):
         self.label_type = None if self._labels is None else column_type(self._labels)
 
     def _map(self, file: Path) -> np.ndarray:
+        with open(file, "rb") as handle:
+            if handle.read(6) != b"\x93NUMPY":
+                raise BadInputError(f"{file}: not a .npy file (no NUMPY header); save shards with numpy.save")
         try:
             matrix = np.load(file, mmap_mode="r", allow_pickle=False)
         except Exception as exc:  # bad magic, pickled objects, truncated header

@@ -232,3 +232,14 @@ def test_export_refuses_float16_overflow_and_leaves_no_out(tmp_path, out):
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # no OUT, no temp left behind
     export(source, tmp_path / out, target=target, dtype="float32", block_rows=8)
     assert open_embeddings(tmp_path / out).read_all().embeddings[17, 2] == 1e6
+
+
+@pytest.mark.parametrize("name,message", [("x.parquet", "not a readable Parquet file"),
+                                          ("x.faiss", "not a readable faiss index"),
+                                          ("shards/a.npy", "not a .npy file")])
+def test_garbage_files_of_each_format_are_one_line(tmp_path, runner, name, message):
+    path = tmp_path / name
+    path.parent.mkdir(exist_ok=True)
+    path.write_bytes(b"garbage, not embeddings\n" * 4)
+    code, out = _cli(runner, "inspect", path.parent if name.startswith("shards") else path)
+    assert code == 2 and message in _one_line(out)
