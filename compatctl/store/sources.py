@@ -146,12 +146,16 @@ class EmbeddingSource(abc.ABC):
         return None
 
     def content_fingerprint(self) -> str:
-        """16 hex chars naming the content: over the format's checksums, else over the files' bytes."""
+        """16 hex chars naming the content: over the format's checksums, else over the files' bytes
+        (one file: its sha256, as backfill lineages of single-file galleries always recorded)."""
         from compatctl.store.artifacts import file_sha256
 
         sums = self.checksums()
         if sums is None:
-            sums = [file_sha256(file) for file in self.files()]
+            files = self.files()
+            if len(files) == 1:
+                return file_sha256(files[0])[:16]
+            sums = [file_sha256(file) for file in files]
         facts = {"rows": int(self.rows), "dim": int(self.dim), "shards": sums}
         return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:16]
 
