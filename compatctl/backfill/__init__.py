@@ -5,7 +5,7 @@
 for a real backfill and for ``compatctl eval --backfill-with``. numpy only at import.
 """
 
-from compatctl.backfill.orders import ORDER_NEEDS, ORDERS, backfill_order, budget_rows, row_norms
+from compatctl.orders import ORDER_NEEDS, ORDERS, backfill_order, budget_rows, row_norms
 from compatctl.backfill.plan import read_plan
 from compatctl.backfill.run import backfill
 

@@ -172,6 +172,6 @@ def backfilled_ids(out: Path, lineage: dict) -> np.ndarray:
     existing = open_embeddings(out)
     _check_lineage(out, existing.header.get("backfill"), lineage)
     backfilled = PROVENANCE.index("backfilled")
-    found = [existing.read_column(i, "ids")[existing.read_column(i, "provenance") == backfilled]
-             for i in range(len(existing.shards))]  # ids and provenance only, not the embeddings
+    found = [existing.column("ids", i, verify=False)[existing.column("provenance", i, verify=False) == backfilled]
+             for i in range(existing.num_segments)]  # ids and provenance only, not the embeddings
     return np.concatenate(found) if found else np.empty(0, np.int64)

@@ -2,7 +2,7 @@
 
 The pass collects only O(N) small arrays — ids and the one per-row fact the order reads (the
 transform's uncertainty, or the transformed embeddings' norms) — never the gallery itself.
-Because orders depend only on those facts (see ``orders.py``), the chosen rows are the same
+Because orders depend only on those facts (see ``compatctl/orders.py``), the chosen rows are the same
 ones ``compatctl eval --backfill-with`` replaces at that fraction.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from compatctl.backfill.orders import ORDER_NEEDS, backfill_order, row_norms
+from compatctl.orders import ORDER_NEEDS, backfill_order, row_norms
 from compatctl.backfill.rows import GalleryShards
 from compatctl.errors import BadInputError
 from compatctl.store import atomic_write_bytes

@@ -1,7 +1,7 @@
 """Streamed access to gallery rows, shard by shard, and by-id merges spilled to disk.
 
 A backfill writes shard ``i`` of NEW_GALLERY from rows ``[i*S, (i+1)*S)`` of GALLERY, where S
-is GALLERY's own shard size (65,536 rows for a single-file gallery). Rows from other sources
+is GALLERY's own shard size (its source's segments: 65,536 rows for formats without shards). Rows from other sources
 (side-info, new-model embeddings) are matched by id; a :class:`RowSpill` streams such a source
 once and lays the matched rows out on disk in gallery row order, so that each output shard
 reads one contiguous range and memory stays bounded by the block size, not the gallery.
@@ -9,72 +9,48 @@ reads one contiguous range and memory stays bounded by the block size, not the g
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 
 from compatctl.errors import BadInputError
-from compatctl.store import EmbeddingBlock, EmbeddingSet, IdIndex
-from compatctl.store.artifacts import file_sha256
-from compatctl.store.embeddings import DEFAULT_SHARD_ROWS
+from compatctl.store import EmbeddingBlock, IdIndex
 
 SPILL_CHUNK_ROWS = 8192  # rows written per memory map, so mapped pages stay few
 
 
 def content_fingerprint(source) -> str:
-    """A hash naming an embedding source's content (manifest checksums, or the file's bytes)."""
-    if isinstance(source, EmbeddingSet):
-        facts = {"rows": source.rows, "dim": source.dim, "shards": [s["sha256"] for s in source.shards]}
-        return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:16]
-    return file_sha256(source.path)[:16]
+    """A hash naming an embedding source's content (its format's checksums, or its files' bytes)."""
+    return source.content_fingerprint()
 
 
 class GalleryShards:
-    """GALLERY seen as consecutive shards of ``shard_rows`` rows, read in blocks."""
+    """GALLERY seen as consecutive shards of ``shard_rows`` rows (its source's segments), read in blocks."""
 
     def __init__(self, gallery, block_rows: int):
         self.gallery, self.block_rows = gallery, block_rows
         self.rows = gallery.rows
-        self.shard_rows = self._shard_rows(gallery)
-        self.num_shards = max(1, -(-self.rows // self.shard_rows))
-
-    @staticmethod
-    def _shard_rows(gallery) -> int:
-        if not isinstance(gallery, EmbeddingSet):
-            return DEFAULT_SHARD_ROWS
-        sizes = [s["rows"] for s in gallery.shards]
-        if any(size != sizes[0] for size in sizes[:-1]) or sizes[-1] > sizes[0]:
+        self.shard_rows = gallery.segment_rows
+        self.num_shards = gallery.num_segments
+        sizes = [stop - start for start, stop in map(gallery.segment_bounds, range(self.num_shards))]
+        if any(size != self.shard_rows for size in sizes[:-1]) or sizes[-1] > self.shard_rows:
             raise BadInputError(f"{gallery.path}: shards have uneven sizes {sizes[:5]}...; "
-                                "re-write the gallery with compatctl embed")
-        return sizes[0]
+                                "re-write the gallery with compatctl embed or compatctl export")
 
     def bounds(self, index: int) -> tuple[int, int]:
-        start = index * self.shard_rows
-        return start, min(start + self.shard_rows, self.rows)
+        return self.gallery.segment_bounds(index)
 
     def blocks(self, index: int) -> Iterator[tuple[int, EmbeddingBlock]]:
         """(first gallery row, block) for the blocks of shard ``index``."""
-        start, stop = self.bounds(index)
-        if isinstance(self.gallery, EmbeddingSet):
-            blocks = self.gallery.iter_blocks(self.block_rows, part=(index + 1, self.num_shards))
-        else:
-            whole = self.gallery.read_all()
-            blocks = (whole.take(slice(s, min(s + self.block_rows, stop)))
-                      for s in range(start, stop, self.block_rows))
-        row = start
-        for block in blocks:
+        row = self.bounds(index)[0]
+        for block in self.gallery.segment_blocks(index, self.block_rows):
             yield row, block
             row += len(block)
 
     def ids(self, index: int) -> np.ndarray:
-        """The ids of shard ``index`` without reading its embeddings."""
-        if isinstance(self.gallery, EmbeddingSet):
-            return self.gallery.read_column(index, "ids")
-        start, stop = self.bounds(index)
-        return self.gallery.read_all().ids[start:stop]
+        """The ids of shard ``index`` without reading its embeddings (where the format allows)."""
+        return self.gallery.column("ids", segment=index, verify=False)
 
 
 def missing_ids_message(what: str, path, missing: np.ndarray, fix: str) -> str:

@@ -22,7 +22,7 @@ import numpy as np
 
 from compatctl.backfill.destination import (backfilled_ids, check_budget, damaged_shards, earlier_backfilled,
                                             earlier_rows, prepare_destination, remove_temp_files)
-from compatctl.backfill.orders import ORDERS, budget_rows
+from compatctl.orders import ORDERS, budget_rows
 from compatctl.backfill.plan import check_plan_path, chosen_rows, write_plan
 from compatctl.backfill.rows import GalleryShards, RowSpill, content_fingerprint, missing_ids_message, scratch_dir
 from compatctl.backfill.sources import new_row_source

@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from compatctl import __version__
 from compatctl.errors import CompatctlError
@@ -48,7 +49,7 @@ def guard(command: Callable) -> Callable:
             with command_scope():  # output locks taken by the command are held until it ends
                 return command(*args, **kwargs)
         except CompatctlError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
         except OSError as exc:
             if exc.errno not in (errno.ENOSPC, errno.EDQUOT):

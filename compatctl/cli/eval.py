@@ -75,6 +75,14 @@ def eval_cli(
                                          "evaluations are kept and reused while their inputs (sha256), "
                                          "options and compatctl are unchanged; the candidate is always "
                                          "evaluated."),
+    columns: Optional[str] = typer.Option(None, "--columns", help="Column names of Parquet inputs (or .npy "
+                                          "folders' metadata): embedding=vector,id=doc_id,label=cls."),
+    index: Optional[str] = typer.Option(None, "--index", help="Approximate search through a faiss index built "
+                                        "from this factory (HNSW32, IVF1024,Flat): top-k plus recall@k against "
+                                        "exact search on a query sample; no mAP. Exact is the default."),
+    nprobe: Optional[int] = typer.Option(None, "--nprobe", help="Inverted lists visited per query (IVF --index)."),
+    recall_queries: int = typer.Option(1000, "--recall-queries", min=1, help="Queries (drawn with --seed) "
+                                       "searched exactly too, for --index's recall@k."),
 ) -> None:
     """Exact top-k and full-ranking mAP of QUERY against GALLERY, leave-one-out by id.
 
@@ -104,6 +112,11 @@ def eval_cli(
     --qrels FILE ranks a query set against a separate corpus set by relevance judgments (no
     row left out; gains = grades; trec_eval definitions of ndcg@K, recall@K, mrr@K, map).
 
+    --index FACTORY (faiss: HNSW32, IVF1024,Flat with --nprobe N) searches a faiss index of the
+    gallery instead: top-k only, plus recall@k of its neighbours against exact search on
+    --recall-queries sampled queries. Exact stays the default: only it ranks the full gallery
+    (mAP) and breaks ties by id, the same on every run.
+
     Exit codes: 0 ok, 1 a --fail-under/--fail-over gate failed, 2 bad usage or input.
 
     Example: compatctl eval runs/new/test_emb runs/old/test_emb --json report.json --fail-under top1=0.45
@@ -121,7 +134,12 @@ def eval_cli(
                   inputs=[query, gallery, backfill_with, plan, baseline, baseline_gallery, ceiling, ceiling_gallery,
                           qrels, *(spec.partition("=")[2] for spec in sets)])
     ks = _parse_topk(topk)
+    _Opener.columns = _parse_columns(columns)
     options = dict(distance=distance, topk=ks, dims=dims, map_at_r=map_at_r, query_block=query_block)
+    if index is not None or nprobe is not None:
+        from compatctl.cli._eval_index import run_approximate
+
+        return run_approximate(locals(), options, json_path, fail_under, fail_over)
     if sets or plan:
         _check_matrix_usage(query, gallery, backfill_with, fail_under + fail_over)
         return _run_matrix(sets, plan, json_path, options, gallery_block=gallery_block, with_map=not no_map)
@@ -226,8 +244,16 @@ def _with_progress(run):
         return run(stage_reporter(progress, unit=None))
 
 
+def _parse_columns(text):
+    from compatctl.store.sources import parse_columns
+
+    return parse_columns(text)
+
+
 class _Opener:
     """Opens each path once: `eval X X --ceiling X` opens (and checksums) X once."""
+
+    columns: dict = {}  # --columns, for Parquet inputs
 
     def __init__(self):
         self.opened: dict[Path, object] = {}
@@ -239,7 +265,7 @@ class _Opener:
             return None
         key = Path(path).resolve()
         if key not in self.opened:
-            self.opened[key] = open_embeddings(path)
+            self.opened[key] = open_embeddings(path, self.columns)
         return self.opened[key]
 
 
@@ -273,7 +299,7 @@ def _run_matrix(sets, plan, json_path, options, *, gallery_block: int, with_map:
 
     named, reference = load_plan(plan) if plan else ({}, None)
     named.update(parse_sets(sets))
-    sources = {name: open_embeddings(path) for name, path in named.items()}
+    sources = {name: open_embeddings(path, _Opener.columns) for name, path in named.items()}
     report = _with_progress(lambda cb: compatibility_matrix(sources, reference=reference, progress=cb,
                                                             gallery_block=gallery_block, with_map=with_map,
                                                             **options))

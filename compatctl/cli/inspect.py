@@ -2,6 +2,7 @@
 
 import json
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -11,9 +12,12 @@ from compatctl.cli._util import app, console, guard
 @app.command("inspect")
 @guard
 def inspect_cli(
-    path: Path = typer.Argument(..., help="A model, transform, embedding set or .npz/.safetensors embeddings."),
+    path: Path = typer.Argument(..., help="A model, transform, or embeddings in any format compatctl reads "
+                              "(set, .npz/.safetensors, .parquet, .npy folder, faiss index)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     quick: bool = typer.Option(False, "--quick", help="Skip hashing: check sizes, tensors and row totals only."),
+    columns: Optional[str] = typer.Option(None, "--columns", help="Column names of a Parquet table (or an .npy "
+                                          "folder's metadata): embedding=vector,id=doc_id,label=cls."),
 ) -> None:
     """Show kind, format version, dims, rows, fingerprint, config and provenance counts.
 
@@ -24,8 +28,9 @@ def inspect_cli(
     Example: compatctl inspect runs/old/model.safetensors
     """
     from compatctl.store.describe import describe
+    from compatctl.store.sources import parse_columns
 
-    info = describe(path, quick=quick)
+    info = describe(path, quick=quick, columns=parse_columns(columns))
     if as_json:
         console.print_json(json.dumps(info, default=str))
         return

@@ -27,6 +27,7 @@ import time
 
 import numpy as np
 
+from compatctl.orders import ORDERS, backfill_order, budget_rows
 from compatctl.errors import BadInputError
 from compatctl.store import EmbeddingBlock, IdIndex
 from compatctl.evaluate.ranking import MetricSums, count_better, find_positives
@@ -50,7 +51,6 @@ def align_by_id(gallery: EmbeddingBlock, new_gallery: EmbeddingBlock, new_name: 
 
 def curve_points(steps: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
     """(fractions t/N, backfilled rows budget_rows(t/N, rows)) for t = 0..N."""
-    from compatctl.backfill.orders import budget_rows
 
     if steps < 1:
         raise BadInputError(f"--steps {steps}: must be >= 1 (the curve has steps + 1 points)")
@@ -118,7 +118,6 @@ def backfill_curve(query, gallery, new_gallery, *, order: str = "random", steps:
         BadInputError: steps < 1, NEW_GALLERY missing ids of GALLERY, an order's input missing
             (uncertainty), missing labels, bad dims.
     """
-    from compatctl.backfill.orders import ORDERS, backfill_order  # only here: keeps `eval`'s start-up lean
 
     started = time.perf_counter()
     query, gallery, new_gallery = unify_columns(as_source(query), as_source(gallery), as_source(new_gallery))

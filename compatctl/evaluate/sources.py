@@ -1,7 +1,7 @@
 """Inputs of an evaluation: embedding sources, the distance, the dims compared, prepared blocks.
 
-A *source* is what ``compatctl.store.open_embeddings`` returns (an EmbeddingSet directory or an
-EmbeddingFile) or, for library users and tests, a plain in-memory ``EmbeddingBlock``. Every
+A *source* is a ``compatctl.store.sources.EmbeddingSource`` (what ``compatctl.store.open_embeddings``
+returns for any format) or, for library users and tests, a plain in-memory ``EmbeddingBlock``. Every
 score in compatctl's evaluation is "larger is better":
 
 - ``cosine``: the inner product of the L2-normalised (first ``dims``) embeddings;
@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import numpy as np
 
 from compatctl.errors import BadInputError
-from compatctl.store import EmbeddingBlock, IdIndex
-from compatctl.store.columns import UTF8, column_type, same_column_types
+from compatctl.store.blocks import EmbeddingBlock, IdIndex
+from compatctl.store.sources import MemorySource, as_source  # noqa: F401  (as_source: re-exported)
+from compatctl.store.columns import UTF8, same_column_types
 
 # Rank ties (equal float32 scores) are broken by the gallery id: the smaller id ranks first.
 # The same rule decides top-k and every positive's rank for mAP, so the two always agree.
@@ -50,30 +50,7 @@ def get_distance(name: str) -> Distance:
     return DISTANCES[name]
 
 
-class BlockSource:
-    """An in-memory EmbeddingBlock seen through the source interface (tests, library callers)."""
-
-    def __init__(self, block: EmbeddingBlock, name: str = "<memory>", header: dict | None = None):
-        self.block, self.path = block, Path(name)
-        self.rows, self.dim = block.embeddings.shape
-        self.has_labels = block.labels is not None
-        self.has_uncertainty = block.uncertainty is not None
-        self.header: dict = dict(header or {})
-        self.model_fingerprint = self.header.get("model_fingerprint")
-        self.id_type = column_type(block.ids)
-        self.label_type = None if block.labels is None else column_type(block.labels)
-
-    def iter_blocks(self, block_rows: int = 65536, part=(1, 1), verify: bool = True) -> Iterator[EmbeddingBlock]:
-        for start in range(0, self.rows, block_rows):
-            yield self.block.take(slice(start, start + block_rows))
-
-    def read_all(self) -> EmbeddingBlock:
-        return self.block
-
-
-def as_source(source):
-    """Accept an opened embeddings source or an EmbeddingBlock."""
-    return BlockSource(source) if isinstance(source, EmbeddingBlock) else source
+BlockSource = MemorySource  # the in-memory source; the interface itself lives in compatctl.store.sources
 
 
 def source_name(source) -> str:
@@ -257,11 +234,8 @@ def _column_kind(source, name: str) -> str | None:
 
 
 def _column_values(source, name: str) -> np.ndarray:
-    """All ``ids`` or ``labels`` of a source, without its embeddings where the source allows."""
-    if hasattr(source, "shards") and hasattr(source, "read_column"):
-        parts = [source.read_column(i, name, verify=True) for i in range(len(source.shards))]
-        return np.concatenate(parts) if parts else np.zeros(0, str)
-    return getattr(source.read_all(), name)
+    """All ``ids`` or ``labels`` of a source, without its embeddings where the format allows."""
+    return source.column(name, verify=True)
 
 
 column_values = _column_values
@@ -289,6 +263,19 @@ class CodedSource:
 
     def read_all(self) -> EmbeddingBlock:
         return self._code(self._source.read_all())
+
+    def read_range(self, start: int, stop: int, verify: bool = True) -> EmbeddingBlock:
+        return self._code(self._source.read_range(start, stop, verify))
+
+    def segment_blocks(self, index: int, block_rows: int = 65536, verify: bool = True) -> Iterator[EmbeddingBlock]:
+        for block in self._source.segment_blocks(index, block_rows, verify):
+            yield self._code(block)
+
+    def column(self, name: str, segment: int | None = None, verify: bool = True) -> np.ndarray | None:
+        values = self._source.column(name, segment, verify)
+        if values is None or name not in self._vocabularies:
+            return values
+        return np.searchsorted(self._vocabularies[name], values).astype(np.int64)
 
 
 def decode_column(source, name: str, codes: np.ndarray) -> np.ndarray:

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from compatctl.errors import BadInputError, IntegrityError
+from compatctl.errors import IntegrityError
 from compatctl.store.artifacts import fingerprint_arrays, load_arrays, read_header
-from compatctl.store.embeddings import open_embeddings, provenance_counts
+from compatctl.store.sources import open_embeddings, provenance_counts
 
 _SKIP = {"shards", "config", "resume_key"}
 
 
-def describe(path: Path | str, *, quick: bool = False) -> dict:
-    """A JSON-ready summary of a model, transform, embedding set or single-file embeddings.
+def describe(path: Path | str, *, quick: bool = False, columns: dict | None = None) -> dict:
+    """A JSON-ready summary of a model, transform, or embeddings in any format compatctl reads.
 
     Integrity is checked on the way: an embedding set's manifest, row totals, every shard's size
     and tensors and (unless ``quick``) sha256; a model's or transform's weights against its
@@ -28,21 +28,26 @@ def describe(path: Path | str, *, quick: bool = False) -> dict:
             summary = {k: v for k, v in header.items() if k != "config"}
             integrity = "fingerprint not checked (--quick)" if quick else _check_fingerprint(path, header)
             return {"path": str(path), **summary, "integrity": integrity, "config": header.get("config", {})}
-    if path.is_file() and path.suffix not in (".npz", ".safetensors"):
-        raise BadInputError(f"{path}: not a compatctl artifact (.safetensors, .npz or an embedding-set directory)")
-    source = open_embeddings(path)
-    info = {"path": str(path), "kind": "embeddings",
-            "format": "embedding-set" if path.is_dir() else f"single-file {path.suffix}",
+    source = open_embeddings(path, columns)
+    info = {"path": str(path), "kind": "embeddings", "format": _format_name(source, path),
             "format_version": source.header.get("format_version"), "rows": source.rows, "dim": source.dim,
             "dtype": source.dtype, "fingerprint": source.model_fingerprint,
             "has_labels": source.has_labels, "has_uncertainty": source.has_uncertainty,
-            "provenance": provenance_counts(source)}
-    if path.is_dir():
-        info["integrity"] = source.check(quick=quick)
-        info["shards"] = len(source.shards)
+            "id_type": source.id_type, "provenance": provenance_counts(source)}
+    info["integrity"] = source.check(quick=quick)
+    info.update(source.facts())
+    if source.format == "set":
         info.update({k: v for k, v in source.header.items() if k not in _SKIP and k not in info})
         info["config"] = source.header.get("config", {})
     return info
+
+
+def _format_name(source, path: Path) -> str:
+    if source.format == "set":
+        return "embedding-set"
+    if source.format == "file":
+        return f"single-file {path.suffix}"
+    return source.format
 
 
 def _check_fingerprint(path: Path, header: dict) -> str:

@@ -17,7 +17,6 @@ are stored as UTF-8 byte matrices (see ``columns.py``); the manifest says so in 
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from collections.abc import Iterator
@@ -26,6 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from compatctl.errors import BadInputError, IntegrityError
+from compatctl.store.blocks import EmbeddingBlock, IdIndex
+from compatctl.store.sources import EmbeddingSource, MemorySource, open_embeddings, provenance_counts  # noqa: F401
 from compatctl.store.artifacts import (FORMAT_VERSION, atomic_write_bytes, atomic_write_json,
                                        file_sha256)
 from compatctl.store.columns import (INT64, UTF8, checked_column, column_type, decode_text, encode_text,
@@ -36,33 +37,6 @@ PROVENANCE = ("native", "transformed", "backfilled")
 MANIFEST = "manifest.json"
 DEFAULT_SHARD_ROWS = 65536
 DTYPES = ("float32", "float16")
-
-
-@dataclasses.dataclass
-class EmbeddingBlock:
-    """A run of consecutive rows. ``embeddings`` is float32; ``provenance`` indexes PROVENANCE."""
-
-    embeddings: np.ndarray
-    ids: np.ndarray
-    labels: np.ndarray | None = None
-    provenance: np.ndarray | None = None
-    uncertainty: np.ndarray | None = None
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def take(self, index: np.ndarray | slice) -> "EmbeddingBlock":
-        """Rows selected by ``index`` (a slice, integer or boolean array)."""
-        pick = lambda a: None if a is None else a[index]  # noqa: E731
-        return EmbeddingBlock(self.embeddings[index], self.ids[index], pick(self.labels),
-                              pick(self.provenance), pick(self.uncertainty))
-
-    @staticmethod
-    def concat(blocks: list["EmbeddingBlock"]) -> "EmbeddingBlock":
-        def cat(name):
-            parts = [getattr(b, name) for b in blocks]
-            return None if not parts or any(p is None for p in parts) else np.concatenate(parts)
-        return EmbeddingBlock(*(cat(f.name) for f in dataclasses.fields(EmbeddingBlock)))
 
 
 def parse_part(part: str | None) -> tuple[int, int]:
@@ -125,22 +99,6 @@ def claim_directory(path: Path, part: tuple[int, int], resume_key: str) -> None:
     a kill between a shard's rename and its progress record must still leave a directory a re-run recognises."""
     if not progress_file(path, part).exists():
         atomic_write_json(progress_file(path, part), {"resume_key": resume_key, "shards": []})
-
-
-class IdIndex:
-    """Where ids sit in a set of rows: one sort when built, then any number of lookups."""
-
-    def __init__(self, ids: np.ndarray):
-        self._by_id = np.argsort(ids, kind="stable")
-        self._sorted = np.asarray(ids)[self._by_id]
-
-    def locate(self, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(rows, found): ``rows[i]`` is the row holding ``wanted[i]``, valid where ``found[i]``."""
-        wanted = np.asarray(wanted)
-        if not len(self._sorted):
-            return np.zeros(len(wanted), np.int64), np.zeros(len(wanted), bool)
-        where = np.minimum(np.searchsorted(self._sorted, wanted), len(self._sorted) - 1)
-        return self._by_id[where], self._sorted[where] == wanted
 
 
 def is_temp_file(path: Path) -> bool:
@@ -311,7 +269,7 @@ def write_embedding_set(path: Path, block: EmbeddingBlock, *, header: dict, resu
 STORED = {"float32": "F32", "float16": "F16", "int64": "I64", "uint8": "U8"}  # safetensors dtype names
 
 
-class EmbeddingSet:
+class EmbeddingSet(EmbeddingSource):
     """A complete embedding-set directory opened for streaming reads.
 
     Opening validates the manifest as a whole and checks that every shard file is there with its
@@ -415,9 +373,35 @@ class EmbeddingSet:
         return {"shards_checked": len(self.shards), "rows_checked": self.rows, "bytes_hashed": hashed,
                 "checksums": "skipped (--quick)" if quick else "verified"}
 
+    # Segments are the shards: a --part worker reads whole shards, and rows by position find their shard.
+    @property
+    def segment_rows(self) -> int:
+        return self.shards[0]["rows"] if self.shards else DEFAULT_SHARD_ROWS
+
+    @property
+    def num_segments(self) -> int:
+        return len(self.shards)
+
+    def _offsets(self) -> np.ndarray:
+        if getattr(self, "_starts", None) is None:
+            self._starts = np.concatenate([[0], np.cumsum([s["rows"] for s in self.shards], dtype=np.int64)])
+        return self._starts
+
+    def segment_bounds(self, index: int) -> tuple[int, int]:
+        starts = self._offsets()
+        return int(starts[index]), int(starts[index + 1])
+
     def part_shards(self, part: tuple[int, int] = (1, 1)) -> list[int]:
-        index, count = part
-        return [i for i in range(len(self.shards)) if i % count == index - 1]
+        return self.part_segments(part)
+
+    def checksums(self) -> list[str]:
+        return [s["sha256"] for s in self.shards]
+
+    def files(self) -> list[Path]:
+        return [self.path / s["file"] for s in self.shards]
+
+    def facts(self) -> dict:
+        return {"shards": len(self.shards)}
 
     @staticmethod
     def _read(handle, name: str, start: int | None = None, stop: int | None = None) -> np.ndarray | None:
@@ -433,24 +417,42 @@ class EmbeddingSet:
         """One tensor (e.g. ``ids``) of shard ``index`` without reading its embeddings; None if absent."""
         return self._read(self._open_shard(index, verify), name)
 
-    def iter_blocks(self, block_rows: int = 65536, part: tuple[int, int] = (1, 1),
-                    verify: bool = True) -> Iterator[EmbeddingBlock]:
-        """Stream rows in blocks of at most ``block_rows``; memory is set by the block size."""
-        for index in self.part_shards(part):
-            handle = self._open_shard(index, verify)
-            rows = self.shards[index]["rows"]
-            for start in range(0, rows, block_rows):
-                stop = min(start + block_rows, rows)
-                read = lambda n: self._read(handle, n, start, stop)  # noqa: E731
-                yield EmbeddingBlock(read("embeddings").astype(np.float32, copy=False), read("ids"),
-                                     read("labels"), read("provenance"), read("uncertainty"))
+    def column(self, name: str, segment: int | None = None, verify: bool = True) -> np.ndarray | None:
+        if segment is not None:
+            return self.read_column(segment, name, verify)
+        parts = [self.read_column(i, name, verify) for i in range(len(self.shards))]
+        if any(part is None for part in parts):
+            return None
+        return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
-    def read_all(self) -> EmbeddingBlock:
-        """Every row in one block (loads the whole set into memory)."""
-        return EmbeddingBlock.concat(list(self.iter_blocks(block_rows=1 << 30)))
+    def _shard_block(self, handle, start: int, stop: int) -> EmbeddingBlock:
+        read = lambda n: self._read(handle, n, start, stop)  # noqa: E731
+        return EmbeddingBlock(read("embeddings").astype(np.float32, copy=False), read("ids"),
+                              read("labels"), read("provenance"), read("uncertainty"))
+
+    def segment_blocks(self, index: int, block_rows: int = 65536, verify: bool = True) -> Iterator[EmbeddingBlock]:
+        handle = self._open_shard(index, verify)
+        rows = self.shards[index]["rows"]
+        for start in range(0, rows, block_rows):
+            yield self._shard_block(handle, start, min(start + block_rows, rows))
+
+    def read_range(self, start: int, stop: int, verify: bool = True) -> EmbeddingBlock:
+        starts = self._offsets()
+        first = min(max(int(np.searchsorted(starts, start, side="right")) - 1, 0), len(self.shards) - 1)
+        if start >= stop:
+            return self._shard_block(self._open_shard(first, verify), 0, 0)
+        parts = []
+        for index in range(first, len(self.shards)):
+            begin = int(starts[index])
+            if begin >= stop:
+                break
+            lo, hi = max(start, begin), min(stop, int(starts[index + 1]))
+            if lo < hi:
+                parts.append(self._shard_block(self._open_shard(index, verify), lo - begin, hi - begin))
+        return EmbeddingBlock.concat(parts)
 
 
-class EmbeddingFile:
+class EmbeddingFile(MemorySource):
     """Single-file embeddings (.npz or .safetensors) brought in from any model; held in memory."""
 
     def __init__(self, path: Path):
@@ -475,12 +477,8 @@ class EmbeddingFile:
         self.block = EmbeddingBlock(embeddings.astype(np.float32, copy=False), ids, labels,
                                     None if provenance is None else provenance.astype(np.uint8),
                                     None if uncertainty is None else uncertainty.astype(np.float32))
-        self.rows, self.dim = embeddings.shape
+        self._describe_block()
         self.dtype = str(embeddings.dtype)
-        self.has_labels = labels is not None
-        self.has_uncertainty = uncertainty is not None
-        self.id_type = column_type(ids)
-        self.label_type = None if labels is None else column_type(labels)
         fingerprint = self.header.get("model_fingerprint")
         self.model_fingerprint = fingerprint if isinstance(fingerprint, str) else None
 
@@ -512,40 +510,3 @@ class EmbeddingFile:
             raise BadInputError(f"{self.path}: is a {self.header['kind']}, not embeddings; "
                                 "pass an embedding set or an .npz/.safetensors with 'embeddings'")
         return load_arrays(self.path)
-
-    def part_shards(self, part: tuple[int, int] = (1, 1)) -> list[int]:
-        return [0] if part[0] == 1 else []
-
-    def iter_blocks(self, block_rows: int = 65536, part: tuple[int, int] = (1, 1),
-                    verify: bool = True) -> Iterator[EmbeddingBlock]:
-        if part[0] != 1:
-            return
-        for start in range(0, self.rows, block_rows):
-            yield self.block.take(slice(start, start + block_rows))
-
-    def read_all(self) -> EmbeddingBlock:
-        return self.block
-
-
-def open_embeddings(path: Path | str) -> EmbeddingSet | EmbeddingFile:
-    """Open an embedding-set directory or a single .npz/.safetensors embeddings file."""
-    path = Path(path)
-    if path.is_dir():
-        return EmbeddingSet(path)
-    if not path.exists():
-        raise BadInputError(f"{path}: not found; pass an embedding-set directory or an .npz/.safetensors file")
-    if path.suffix not in (".npz", ".safetensors"):
-        raise BadInputError(f"{path}: unsupported embeddings file; use an embedding-set directory, "
-                            ".npz or .safetensors")
-    return EmbeddingFile(path)
-
-
-def provenance_counts(source: EmbeddingSet | EmbeddingFile) -> dict[str, int]:
-    """Rows per provenance (native / transformed / backfilled), streamed."""
-    counts = np.zeros(len(PROVENANCE), np.int64)
-    for block in source.iter_blocks(verify=False):
-        if block.provenance is None:
-            counts[0] += len(block)
-        else:
-            counts += np.bincount(block.provenance, minlength=len(PROVENANCE))[: len(PROVENANCE)]
-    return dict(zip(PROVENANCE, counts.tolist()))

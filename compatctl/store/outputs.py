@@ -67,6 +67,10 @@ OUTPUT_KINDS = {
     "plan": OutputKind("a plan file", folder=False, suffixes=(".csv", ".jsonl", ".ndjson", ".json")),
     "per_query": OutputKind("a per-query JSONL file", folder=False, suffixes=(".jsonl",)),
     "summary": OutputKind("a Markdown summary", folder=False),  # any name: $GITHUB_STEP_SUMMARY has no suffix
+    # compatctl export: never replaces anything (store/export.py refuses an existing OUT first)
+    "export_file": OutputKind("an exported Parquet file or faiss index", folder=False,
+                              suffixes=(".parquet", ".faiss", ".index")),
+    "export_folder": OutputKind("an exported folder (.npy shards or an embedding set)", folder=True),
 }
 
 

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from compatctl.backfill.orders import backfill_order, budget_rows
+from compatctl.orders import backfill_order, budget_rows
 from compatctl.errors import BadInputError
 from compatctl.evaluate import backfill_curve, evaluate
 from compatctl.evaluate.sources import BlockSource

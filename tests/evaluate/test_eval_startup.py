@@ -23,3 +23,24 @@ def test_command_runs_without_torch(tmp_path, command):
     args = [part.format(e=path, c=tmp_path / "cache") for part in command]
     result = subprocess.run([sys.executable, "-c", RUN_WITHOUT_TORCH, *args], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr + result.stdout
+
+
+# Runs the CLI and, at exit, lists what it imported from the forbidden set (modules too heavy for eval/inspect).
+FORBIDDEN = ("torch", "pyarrow", "ray", "matplotlib", "compatctl.transform", "compatctl.backfill", "compatctl.train")
+RUN_LISTING_IMPORTS = ("import sys, atexit; forbidden = " + repr(FORBIDDEN) + "; "
+                       "atexit.register(lambda: print('FORBIDDEN-LOADED', sorted(m for m in sys.modules if any("
+                       "m == f or m.startswith(f + '.') for f in forbidden)), file=sys.stderr)); "
+                       "sys.argv = ['compatctl'] + sys.argv[1:]; from compatctl.cli import main; main()")
+
+
+@pytest.mark.parametrize("command", [["eval", "{e}", "{e}"], ["inspect", "{e}"],
+                                     ["eval", "{e}", "{e}", "--backfill-with", "{e}", "--steps", "2"]])
+def test_eval_and_inspect_import_neither_transform_nor_backfill(tmp_path, command):
+    """`eval` (curves included: orders are the leaf compatctl.orders) and `inspect` load none of FORBIDDEN."""
+    rng = np.random.default_rng(0)
+    path = tmp_path / "e.npz"
+    np.savez(path, embeddings=rng.normal(size=(20, 4)).astype(np.float32), labels=rng.integers(0, 3, 20))
+    args = [part.format(e=path) for part in command]
+    result = subprocess.run([sys.executable, "-c", RUN_LISTING_IMPORTS, *args], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert "FORBIDDEN-LOADED []" in result.stderr, result.stderr[-2000:]
