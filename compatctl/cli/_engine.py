@@ -30,3 +30,13 @@ def ray_settings_of(engine: str, ray_address, workers, gpus_per_worker, part=Non
     from compatctl.engines import ray_settings
 
     return ray_settings(engine, part=part, address=ray_address, workers=workers, gpus_per_worker=gpus_per_worker)
+
+
+def refuse_on_ray(given: dict[str, object]) -> None:
+    """``eval --engine ray`` ranks one QUERY against one GALLERY: refuse the options it does not spread."""
+    from compatctl.errors import BadInputError
+
+    flags = [flag for flag, value in given.items() if value not in (None, [], False)]
+    if flags:
+        raise BadInputError(f"{', '.join(flags)}: not available with --engine ray (it computes top-k, mAP and "
+                            "mAP@R of one QUERY GALLERY pair); drop --engine ray for them")

@@ -103,7 +103,7 @@ def _run_part(call: Callable, part: tuple[int, int], board, before_part: Callabl
     """One worker: ``call(part=..., progress=...)`` with the manifest left to the coordinator."""
     from compatctl.store.embeddings import deferred_manifest
 
-    board.started.remote(part[0], os.getpid())
+    ray.get(board.started.remote(part[0], os.getpid()))  # delivered even if this worker dies next
     if before_part is not None:
         before_part(part)
     reporter = _Reporter(board, part[0])
