@@ -48,7 +48,9 @@ def guard(command: Callable) -> Callable:
             with command_scope():  # output locks taken by the command are held until it ends
                 return command(*args, **kwargs)
         except CompatctlError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
+            from rich.markup import escape  # a message's own brackets ("compatctl[ray]") are text, not markup
+
+            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
         except OSError as exc:
             if exc.errno not in (errno.ENOSPC, errno.EDQUOT):

@@ -17,7 +17,7 @@ import pytest
 
 from compatctl.cli import app
 from compatctl.engines import RaySettings
-from compatctl.store import EmbeddingBlock, write_embedding_set
+from compatctl.store import open_embeddings, write_embedding_set
 from tests.backfill.conftest import fit, make_world
 from tests.evaluate.reference import random_pair
 
@@ -90,9 +90,10 @@ def test_embed_on_ray_is_byte_identical(model_path, tmp_path):
 
 
 @pytest.mark.parametrize("transform, options", [
-    ("linear", dict(budget=0.0)),
+    pytest.param("linear", dict(budget=0.0), marks=pytest.mark.slow),
     ("linear", dict(budget=0.3, order="random", seed=3, new_embeddings="new_set")),
-    ("with_side", dict(budget=0.5, order="norm", new_embeddings="new_set", side_info_path="side_set")),
+    pytest.param("with_side", dict(budget=0.5, order="norm", new_embeddings="new_set", side_info_path="side_set"),
+                 marks=pytest.mark.slow),
 ])
 def test_backfill_on_ray_is_byte_identical(world, tmp_path, transform, options):
     from compatctl.backfill import backfill
@@ -168,8 +169,9 @@ def write_pair(root: Path, seed: int, distance: str, shard_rows: int = 7):
     return root / "q", root / "g"
 
 
-@pytest.mark.parametrize("distance", ["cosine", "l2"])
-@pytest.mark.parametrize("with_map", [True, False])
+@pytest.mark.parametrize("distance, with_map", [("cosine", True), ("l2", False),
+                                               pytest.param("l2", True, marks=pytest.mark.slow),
+                                               pytest.param("cosine", False, marks=pytest.mark.slow)])
 def test_eval_on_ray_matches_one_process(ray_session, tmp_path, distance, with_map):
     from compatctl.engines.ray_eval import evaluate_on_ray
     from compatctl.evaluate import evaluate
@@ -188,10 +190,15 @@ def test_eval_on_ray_matches_one_process(ray_session, tmp_path, distance, with_m
     assert local["counts"]["left_out_self"] > 0  # leave-one-out happened on both sides
 
 
-def test_cli_engine_ray_runs_all_three(runner, world, model_path, tmp_path):
+@pytest.mark.slow
+def test_cli_embed_on_ray(runner, model_path, tmp_path):
     result = runner.invoke(app, ["embed", str(model_path), DATA, "--out", str(tmp_path / "emb"), "--device", "cpu",
                                  "--shard-rows", "16", "--engine", "ray", "--workers", "2"])
     assert result.exit_code == 0 and "wrote embedding set" in result.output, result.output
+    assert open_embeddings(tmp_path / "emb").rows == 50
+
+
+def test_cli_backfill_and_eval_on_ray(runner, world, tmp_path):
     result = runner.invoke(app, ["backfill", str(world.gallery), "--transform", str(world.linear), "--out",
                                  str(tmp_path / "new"), "--budget", "0.3", "--new-embeddings", str(world.new_set),
                                  "--engine", "ray", "--workers", "2"])
