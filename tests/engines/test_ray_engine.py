@@ -162,6 +162,16 @@ def test_ray_resumes_what_a_killed_driver_left(world, tmp_path):
     assert all((tmp_path / "ray" / name).stat().st_mtime_ns == ns for name, ns in kept.items())
 
 
+def test_bad_input_in_a_worker_is_one_line(runner, world, tmp_path):
+    """A library error raised inside the Ray workers reaches the user as one process would print it."""
+    result = runner.invoke(app, ["backfill", str(world.gallery), "--transform", str(world.linear), "--out",
+                                 str(tmp_path / "new"), "--budget", "0.3", "--order", "uncertainty",
+                                 "--new-embeddings", str(world.new_set), "--engine", "ray", "--workers", "2"])
+    assert result.exit_code == 2, result.output
+    assert "--order uncertainty: " in result.output and "has no uncertainty head" in result.output
+    assert "Traceback" not in result.output and "RayTaskError" not in result.output
+
+
 def write_pair(root: Path, seed: int, distance: str, shard_rows: int = 7):
     query, gallery = random_pair(seed, 40, 60, 3, 4, distance, overlap=0.7)
     for name, block in (("q", query), ("g", gallery)):
@@ -212,3 +222,71 @@ def test_cli_backfill_and_eval_on_ray(runner, world, tmp_path):
 
     ray_report, local_report = (json.loads((tmp_path / n).read_text()) for n in ("r.json", "l.json"))
     assert local.exit_code == 0 and ray_report["metrics"] == local_report["metrics"]
+
+
+def big_world(root: Path, rows: int = 60_000, dim: int = 16, shard_rows: int = 2048):
+    """A gallery of ``rows`` in many shards, its new embeddings, and a linear transform fit on them."""
+    from compatctl.store import EmbeddingBlock
+    from compatctl.transform import fit_transform, load_transform_config
+
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 50, rows)
+    new = (3 * rng.normal(size=(50, dim))[labels] + rng.normal(size=(rows, dim))).astype(np.float32)
+    old = (new @ rng.normal(size=(dim, dim)) / 4 + 0.5 * rng.normal(size=(rows, dim))).astype(np.float32)
+    ids = rng.permutation(10 * rows)[:rows].astype(np.int64)
+    write_embedding_set(root / "gallery", EmbeddingBlock(old, ids, labels), header={"model_fingerprint": "old"},
+                        shard_rows=shard_rows)
+    write_embedding_set(root / "new", EmbeddingBlock(new, ids, labels), header={"model_fingerprint": "new"},
+                        shard_rows=5000)
+    fit_transform(root / "gallery", root / "new", root / "h.safetensors",
+                  config=load_transform_config(None, ["kind=linear", "min_matched=10"]))
+    return root / "gallery", root / "new", root / "h.safetensors"
+
+
+@pytest.mark.slow
+def test_larger_backfill_and_eval_on_ray(ray_session, tmp_path):
+    from compatctl.backfill import backfill
+    from compatctl.engines.ray_engine import backfill_on_ray
+    from compatctl.engines.ray_eval import evaluate_on_ray
+    from compatctl.evaluate import evaluate
+
+    gallery, new, transform = big_world(tmp_path)
+    options = dict(budget=0.3, order="norm", new_embeddings=new)
+    backfill(gallery, transform, tmp_path / "local", **options)
+    backfill_on_ray(gallery, transform, tmp_path / "ray", settings=TWO, **options)
+    same_files(tmp_path / "local", tmp_path / "ray")
+    for with_map in (True, False):
+        settings = dict(topk=(1, 5, 10), with_map=with_map, map_at_r=with_map, query_block=1000)
+        local = evaluate(open_embeddings(new), open_embeddings(tmp_path / "ray"), **settings)
+        spread = evaluate_on_ray(new, tmp_path / "ray", settings=TWO, **settings)
+        for name, value in local["metrics"].items():
+            assert spread["metrics"][name] == pytest.approx(value, abs=1e-9), name
+
+
+@pytest.mark.slow
+def test_cli_driver_killed_mid_run_resumes(tmp_path):
+    """SIGKILL the whole `backfill --engine ray` command once a few shards are down; the re-run finishes identical."""
+    import subprocess
+    import sys
+    import time
+
+    from compatctl.backfill import backfill
+
+    gallery, new, transform = big_world(tmp_path, rows=200_000, shard_rows=2048)  # 98 shards
+    backfill(gallery, transform, tmp_path / "local", budget=0.3, new_embeddings=new)
+    out = tmp_path / "ray"
+    command = [sys.executable, "-m", "compatctl", "backfill", str(gallery), "--transform", str(transform), "--out",
+               str(out), "--budget", "0.3", "--new-embeddings", str(new), "--engine", "ray", "--workers", "2"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    driver = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    deadline = time.monotonic() + 300
+    while len(list(out.glob("shard-*.safetensors"))) < 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(driver.pid, signal.SIGKILL)  # the driver and the local Ray it started
+    driver.wait()
+    assert not (out / "manifest.json").exists()  # killed mid-run
+    assert 4 <= len(list(out.glob("shard-*.safetensors"))) < 98
+    rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    same_files(tmp_path / "local", out)
