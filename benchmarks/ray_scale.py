@@ -1,13 +1,14 @@
 """One process vs ``--engine ray``: backfill and eval wall time, peak RSS per process, Ray's overhead.
 
-    python benchmarks/ray_scale.py --rows 1000000 --budget 0.3 --queries 10000 --workers 2 --out /tmp/ray-bench
+    python benchmarks/ray_scale.py --rows 1000000 --budget 0.3 --queries 10000 --map-queries 2000 --workers 2
 
 Generates an old gallery (ROWS x DIM_OLD), the new model's embeddings of it (ROWS x DIM_NEW) and
 a query set (QUERIES x DIM_NEW) as embedding sets, fits a linear transform on a 20k-row sample,
 then runs the real CLI as subprocesses:
 
   backfill GALLERY --transform T --budget B --new-embeddings NEW    (local, then --engine ray)
-  eval QUERIES NEW_GALLERY                                         (local, then --engine ray)
+  eval QUERIES NEW_GALLERY --no-map                                (top-k; local, then --engine ray)
+  eval QUERIES[:MAP_QUERIES] NEW_GALLERY                           (full ranking, mAP; likewise)
 
 Each run's processes are sampled from /proc every 0.1 s: the peak RSS of the driver, of the
 largest Ray worker and of Ray's own daemons, and the peak of their sum. The outputs of the two
@@ -38,7 +39,7 @@ def generate(out: Path, rows: int, queries: int, dim_old: int, dim_new: int, cla
     from compatctl.store import EmbeddingBlock, EmbeddingSetWriter
 
     rng = np.random.default_rng(seed)
-    centers = 2 * rng.normal(size=(classes, dim_new)).astype(np.float32)  # separable: metrics well above chance
+    centers = 0.4 * rng.normal(size=(classes, dim_new)).astype(np.float32)  # overlapping classes: metrics below 1
     mix = (rng.normal(size=(dim_new, dim_old)) / np.sqrt(dim_new)).astype(np.float32)
     shard = 65536
     writers = {name: EmbeddingSetWriter(out / name, rows=n, dim=d, header={"model_fingerprint": fp},
@@ -48,8 +49,9 @@ def generate(out: Path, rows: int, queries: int, dim_old: int, dim_new: int, cla
     for name, writer in writers.items():
         for index in writer.pending_shards():
             start, stop = writer.shard_bounds(index)
-            labels = rng.integers(0, classes, stop - start)
-            new = centers[labels] + rng.normal(size=(stop - start, dim_new)).astype(np.float32)
+            rows_rng = np.random.default_rng((seed, index, name == "queries"))  # gallery and new: same items
+            labels = rows_rng.integers(0, classes, stop - start)
+            new = centers[labels] + rows_rng.normal(size=(stop - start, dim_new)).astype(np.float32)
             ids = np.arange(start, stop, dtype=np.int64) + (10**9 if name == "queries" else 0)
             embeddings = new if name != "gallery" else new @ mix + 0.5 * rng.normal(size=(stop - start, dim_old))
             writer.write_shard(index, EmbeddingBlock(embeddings.astype(np.float32), ids, labels))
@@ -141,7 +143,8 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=100)
     parser.add_argument("--budget", type=float, default=0.3)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--no-map", action="store_true", help="eval top-k only (no full ranking)")
+    parser.add_argument("--map-queries", type=int, default=2000,
+                        help="queries of the full-ranking eval (the first N; 0: skip it); top-k uses all")
     parser.add_argument("--skip", default="", help="comma list of stages to skip: backfill,eval")
     parser.add_argument("--out", type=Path, default=Path("/tmp/compatctl-ray-bench"))
     args = parser.parse_args()
@@ -157,49 +160,65 @@ def main() -> None:
         fit_transform_on_sample(out)
     cli = [sys.executable, "-m", "compatctl"]
     ray = ["--engine", "ray", "--workers", str(args.workers)]
-    rows = [("ray start (init + 1 task + stop)", {"wall_s": ray_start_s(env)})]
+    rows: list = []
+    add(rows, "ray start (init + 1 task + stop)", {"wall_s": ray_start_s(env)}, args.workers)
     if "backfill" not in args.skip:
         for name, extra in (("local", []), ("ray", ray)):
             shutil.rmtree(out / f"backfill-{name}", ignore_errors=True)
             command = cli + ["backfill", str(out / "gallery"), "--transform", str(transform), "--out",
                              str(out / f"backfill-{name}"), "--budget", str(args.budget), "--new-embeddings",
                              str(out / "new"), *extra]
-            rows.append((f"backfill {args.rows:,} rows budget {args.budget} [{name}]", run_measured(command, env)))
+            add(rows, f"backfill {args.rows:,} rows budget {args.budget} [{name}]", run_measured(command, env),
+                args.workers)
         identical = same_folder(out / "backfill-local", out / "backfill-ray")
-        rows.append(("backfill outputs byte-identical", {"note": str(identical)}))
+        add(rows, "backfill outputs byte-identical", {"note": str(identical)}, args.workers)
     if "eval" not in args.skip:
         gallery = out / ("backfill-local" if (out / "backfill-local" / "manifest.json").exists() else "new")
-        reports = {}
-        for name, extra in (("local", []), ("ray", ray)):
-            report = out / f"eval-{name}.json"
-            command = cli + ["eval", str(out / "queries"), str(gallery), "--json", str(report),
-                             *(["--no-map"] if args.no_map else []), *extra]
-            rows.append((f"eval {args.queries:,} x {args.rows:,}{' top-k only' if args.no_map else ''} [{name}]",
-                         run_measured(command, env)))
-            reports[name] = json.loads(report.read_text())["metrics"]
-        diff = max(abs(reports["local"][k] - reports["ray"][k]) for k in reports["local"])
-        rows.append(("eval metrics max |local - ray|", {"note": f"{diff:.3g} ({reports['local']})"}))
-    print_table(rows, args.workers)
+        if args.map_queries:
+            subset(out / "queries", out / f"queries-{args.map_queries}", args.map_queries)
+        runs = [("top-k only", out / "queries", ["--no-map"])] + (
+            [("full ranking", out / f"queries-{args.map_queries}", [])] if args.map_queries else [])
+        for what, queries, flags in runs:
+            reports = {}
+            for name, extra in (("local", []), ("ray", ray)):
+                report = out / f"eval-{name}.json"
+                command = cli + ["eval", str(queries), str(gallery), "--json", str(report), *flags, *extra]
+                n = json.loads((queries / "manifest.json").read_text())["rows"]
+                add(rows, f"eval {n:,} x {args.rows:,} {what} [{name}]", run_measured(command, env), args.workers)
+                reports[name] = json.loads(report.read_text())["metrics"]
+            diff = max(abs(reports["local"][k] - reports["ray"][k]) for k in reports["local"])
+            add(rows, f"eval {what}: metrics max abs(local - ray)", {"note": f"{diff:.3g} {reports['local']}"},
+                args.workers)
 
 
-def print_table(rows, workers: int) -> None:
-    print(f"\n| run | wall s | driver MB | largest worker MB | Ray daemons MB | all processes MB |")
-    print("|---|---:|---:|---:|---:|---:|")
-    local_wall = {}
-    for name, r in rows:
-        if "note" in r:
-            print(f"| {name} | {r['note']} | | | | |")
-            continue
-        cells = [f"{r['wall_s']:.1f}"] + [f"{r[k]:.0f}" if k in r else "" for k in
-                                          ("driver_mb", "worker_mb", "daemons_mb", "sum_mb")]
-        print(f"| {name} | " + " | ".join(cells) + " |")
-        stage = name.split(" [")[0]
-        if name.endswith("[local]"):
-            local_wall[stage] = r["wall_s"]
-        elif name.endswith("[ray]") and stage in local_wall:
-            ideal = local_wall[stage] / workers
-            print(f"| {stage}: Ray overhead vs ideal ({workers} workers) | {r['wall_s'] - ideal:+.1f} "
-                  f"(speed-up {local_wall[stage] / r['wall_s']:.2f}x) | | | | |")
+def subset(source: Path, target: Path, rows: int) -> None:
+    """The first ``rows`` rows of a set, as a set of their own (the full-ranking eval's queries)."""
+    from compatctl.store import open_embeddings, write_embedding_set
+
+    if not (target / "manifest.json").exists():
+        shutil.rmtree(target, ignore_errors=True)
+        write_embedding_set(target, next(open_embeddings(source).iter_blocks(rows)),
+                            header={"model_fingerprint": "new-fp"})
+
+
+def add(rows: list, name: str, result: dict, workers: int) -> None:
+    """Record a row and print it at once (a long run shows what it has measured so far)."""
+    if not rows:
+        print("| run | wall s | driver MB | largest worker MB | Ray daemons MB | all processes MB |")
+        print("|---|---:|---:|---:|---:|---:|")
+    rows.append((name, result))
+    if "note" in result:
+        print(f"| {name} | {result['note']} | | | | |", flush=True)
+        return
+    cells = [f"{result['wall_s']:.1f}"] + [f"{result[k]:.0f}" if k in result else "" for k in
+                                           ("driver_mb", "worker_mb", "daemons_mb", "sum_mb")]
+    print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
+    stage = name.split(" [")[0]
+    local = dict(rows).get(f"{stage} [local]")
+    if name.endswith("[ray]") and local:
+        ideal = local["wall_s"] / workers
+        print(f"| {stage}: Ray overhead vs ideal ({workers} workers) | {result['wall_s'] - ideal:+.1f} s "
+              f"(speed-up {local['wall_s'] / result['wall_s']:.2f}x) | | | | |", flush=True)
 
 
 if __name__ == "__main__":
