@@ -146,9 +146,14 @@ def main() -> None:
     parser.add_argument("--map-queries", type=int, default=2000,
                         help="queries of the full-ranking eval (the first N; 0: skip it); top-k uses all")
     parser.add_argument("--skip", default="", help="comma list of stages to skip: backfill,eval")
+    parser.add_argument("--ray-niceness", type=int, default=None,
+                        help="RAY_worker_niceness (Ray starts its workers at nice 15: on a shared machine they "
+                             "yield to every other job; 0 makes both engines compete alike)")
     parser.add_argument("--out", type=Path, default=Path("/tmp/compatctl-ray-bench"))
     args = parser.parse_args()
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", RAY_DEDUP_LOGS="0")
+    if args.ray_niceness is not None:
+        env["RAY_worker_niceness"] = str(args.ray_niceness)
     out = args.out
     if not (out / "queries" / "manifest.json").exists():
         shutil.rmtree(out, ignore_errors=True)

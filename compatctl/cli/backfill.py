@@ -55,17 +55,19 @@ def backfill_cli(
     writes = Output(plan, "plan", "--plan") if plan_only else Output(out, "embeddings", part=parse_part(part))
     claim_outputs([writes], inputs=[gallery, transform, new_model, data, new_embeddings, side_info,
                                     out if plan_only else None], force=force)
-    options = dict(budget=budget, order=order, seed=seed, side_info_path=side_info, new_model=new_model, data=data,
-                   new_embeddings=new_embeddings, force=force, block_rows=block_rows)
-    with make_progress() as progress:
-        if ray is not None:
-            from compatctl.engines.ray_engine import backfill_on_ray
+    if ray is not None:
+        from compatctl.engines.ray_engine import backfill_on_ray
 
-            summary = backfill_on_ray(gallery, transform, out, settings=ray, **options,
-                                      progress=stage_reporter(progress, STAGES))
-        else:
-            summary = backfill(gallery, transform, out, part=parse_part(part), plan_only=plan_only, plan_path=plan,
-                               progress=stage_reporter(progress, STAGES), **options)
+        with make_progress() as progress:
+            return _print_summary(backfill_on_ray(
+                gallery, transform, out, settings=ray, budget=budget, order=order, seed=seed, side_info_path=side_info,
+                new_model=new_model, data=data, new_embeddings=new_embeddings, force=force, block_rows=block_rows,
+                progress=stage_reporter(progress, STAGES)))
+    with make_progress() as progress:
+        summary = backfill(gallery, transform, out, budget=budget, order=order, seed=seed, side_info_path=side_info,
+                           new_model=new_model, data=data, new_embeddings=new_embeddings, part=parse_part(part),
+                           force=force, plan_only=plan_only, plan_path=plan, block_rows=block_rows,
+                           progress=stage_reporter(progress, STAGES))
     _print_summary(summary)
 
 

@@ -38,14 +38,15 @@ def embed_cli(
 
     ray = ray_settings_of(engine, ray_address, workers, gpus_per_worker, part=part)
     claim_outputs([Output(out, "embeddings", part=parse_part(part))], inputs=[model, data])
-    options = dict(split=split, batch_size=batch_size, dtype=dtype, shard_rows=shard_rows, device=device)
     with make_progress() as bar:
         if ray is not None:
             from compatctl.engines.ray_engine import embed_on_ray
 
-            path, _ = embed_on_ray(model, data, out, settings=ray, progress=stage_reporter(bar), **options)
+            path, _ = embed_on_ray(model, data, out, settings=ray, progress=stage_reporter(bar), split=split,
+                                   batch_size=batch_size, dtype=dtype, shard_rows=shard_rows, device=device)
         else:
-            path = embed_dataset(model, data, out, part=part, progress=stage_reporter(bar), **options)
+            path = embed_dataset(model, data, out, split=split, batch_size=batch_size, part=part, dtype=dtype,
+                                 shard_rows=shard_rows, device=device, progress=stage_reporter(bar))
     if (path / "manifest.json").is_file():
         console.print(f"wrote embedding set {path}")
     else:

@@ -184,7 +184,7 @@ def embed_on_ray(model_path, data_spec: str, out, *, settings: RaySettings, prog
     """
     from compatctl.models.embed import embed_dataset
 
-    call = functools.partial(embed_dataset, str(model_path), data_spec, str(out), **options)
+    call = functools.partial(embed_dataset, model_path, data_spec, out, **options)
     started_here = connect(settings)
     try:
         parts = run_parts(call, settings, workers=worker_count(settings), progress=progress,
@@ -211,7 +211,7 @@ def backfill_on_ray(gallery_path, transform_path, out, *, settings: RaySettings,
 
     started = time.perf_counter()
     shards = len(getattr(open_embeddings(gallery_path), "shards", [None]))
-    call = functools.partial(backfill, str(gallery_path), str(transform_path), str(out), **options)
+    call = functools.partial(backfill, gallery_path, transform_path, out, **options)
     started_here = connect(settings)
     try:
         workers = worker_count(settings, shards)

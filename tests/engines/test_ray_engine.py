@@ -255,10 +255,13 @@ def test_larger_backfill_and_eval_on_ray(ray_session, tmp_path):
     backfill(gallery, transform, tmp_path / "local", **options)
     backfill_on_ray(gallery, transform, tmp_path / "ray", settings=TWO, **options)
     same_files(tmp_path / "local", tmp_path / "ray")
+    queries = tmp_path / "queries"  # 1,500 of the gallery's items, as new-model queries (leave-one-out applies)
+    write_embedding_set(queries, next(open_embeddings(new).iter_blocks(1500)), header={"model_fingerprint": "new"})
     for with_map in (True, False):
-        settings = dict(topk=(1, 5, 10), with_map=with_map, map_at_r=with_map, query_block=1000)
-        local = evaluate(open_embeddings(new), open_embeddings(tmp_path / "ray"), **settings)
-        spread = evaluate_on_ray(new, tmp_path / "ray", settings=TWO, **settings)
+        settings = dict(topk=(1, 5, 10), with_map=with_map, map_at_r=with_map, query_block=400)
+        local = evaluate(open_embeddings(queries), open_embeddings(tmp_path / "ray"), **settings)
+        spread = evaluate_on_ray(queries, tmp_path / "ray", settings=TWO, **settings)
+        assert local["counts"]["left_out_self"] == 1500 and spread["counts"] == local["counts"]
         for name, value in local["metrics"].items():
             assert spread["metrics"][name] == pytest.approx(value, abs=1e-9), name
 
