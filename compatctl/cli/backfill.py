@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from compatctl.cli._engine import (engine_option, gpus_per_worker_option, ray_address_option, ray_settings_of,
+                                   workers_option)
 from compatctl.cli._util import app, console, err_console, guard, make_progress, stage_reporter
 
 STAGES = {"side-info": "merge side-info", "scan": "order rows", "merge": "merge new rows", "write": "write shards"}
@@ -30,6 +32,10 @@ def backfill_cli(
     force: bool = typer.Option(False, "--force", help="Accept model-fingerprint mismatches, and a smaller "
                                "--budget onto an existing NEW_GALLERY (its extra backfilled rows are dropped)."),
     block_rows: int = typer.Option(65536, "--block-rows", min=1, help="Rows read per block."),
+    engine: str = engine_option(),
+    ray_address: str | None = ray_address_option(),
+    workers: int | None = workers_option(),
+    gpus_per_worker: float = gpus_per_worker_option(),
 ) -> None:
     """Write NEW_GALLERY: GALLERY through the transform, the first ceil(budget*N) rows of the order
     replaced by new-model embeddings. Re-run the same command to resume; point --out at an earlier
@@ -39,12 +45,24 @@ def backfill_cli(
     --budget 0.3 --order uncertainty --new-model runs/new/model.safetensors --data cifar10.tar.gz
     """
     from compatctl.backfill import backfill
+    from compatctl.errors import BadInputError
     from compatctl.store import parse_part
     from compatctl.store.outputs import Output, claim_outputs
 
+    ray = ray_settings_of(engine, ray_address, workers, gpus_per_worker, part=part)
+    if ray is not None and plan_only:
+        raise BadInputError("--plan-only is one quick pass: drop --engine ray for it")
     writes = Output(plan, "plan", "--plan") if plan_only else Output(out, "embeddings", part=parse_part(part))
     claim_outputs([writes], inputs=[gallery, transform, new_model, data, new_embeddings, side_info,
                                     out if plan_only else None], force=force)
+    if ray is not None:
+        from compatctl.engines.ray_engine import backfill_on_ray
+
+        with make_progress() as progress:
+            return _print_summary(backfill_on_ray(
+                gallery, transform, out, settings=ray, budget=budget, order=order, seed=seed, side_info_path=side_info,
+                new_model=new_model, data=data, new_embeddings=new_embeddings, force=force, block_rows=block_rows,
+                progress=stage_reporter(progress, STAGES)))
     with make_progress() as progress:
         summary = backfill(gallery, transform, out, budget=budget, order=order, seed=seed, side_info_path=side_info,
                            new_model=new_model, data=data, new_embeddings=new_embeddings, part=parse_part(part),

@@ -11,6 +11,7 @@ from typing import Optional
 
 import typer
 
+from compatctl.cli._engine import engine_option, ray_address_option, ray_settings_of, refuse_on_ray, workers_option
 from compatctl.cli._util import app, console, err_console, guard, make_progress, stage_reporter
 from compatctl.errors import BadInputError
 
@@ -83,6 +84,9 @@ def eval_cli(
     nprobe: Optional[int] = typer.Option(None, "--nprobe", help="Inverted lists visited per query (IVF --index)."),
     recall_queries: int = typer.Option(1000, "--recall-queries", min=1, help="Queries (drawn with --seed) "
                                        "searched exactly too, for --index's recall@k."),
+    engine: str = engine_option(),
+    ray_address: Optional[str] = ray_address_option(),
+    workers: Optional[int] = workers_option(),
 ) -> None:
     """Exact top-k and full-ranking mAP of QUERY against GALLERY, leave-one-out by id.
 
@@ -129,6 +133,11 @@ def eval_cli(
     from compatctl.evaluate.records import parse_metrics
     from compatctl.store.outputs import Output, claim_outputs
 
+    ray = ray_settings_of(engine, ray_address, workers, 0.0)
+    if ray is not None:
+        refuse_on_ray({"--set": sets, "--plan": plan, "--backfill-with": backfill_with, "--baseline": baseline,
+                       "--ceiling": ceiling, "--ci": ci, "--per-query": per_query, "--qrels": qrels,
+                       "--metrics": metrics})
     claim_outputs([Output(json_path, "report", "--json"), Output(plot, "plot", "--plot"),
                    Output(per_query, "per_query", "--per-query"), Output(summary_md, "summary", "--summary-md")],
                   inputs=[query, gallery, backfill_with, plan, baseline, baseline_gallery, ceiling, ceiling_gallery,
@@ -159,9 +168,14 @@ def eval_cli(
         from compatctl.evaluate.plot import require_matplotlib
 
         require_matplotlib()
+    comparison = None
     if curve:
         report = _run_curve(query, gallery, backfill_with, order, steps, seed, options)
-        comparison = None
+    elif ray is not None:
+        from compatctl.engines.ray_eval import evaluate_on_ray
+
+        report = _with_progress(lambda cb: evaluate_on_ray(query, gallery, settings=ray, with_map=not no_map,
+                                                           gallery_block=gallery_block, progress=cb, **options))
     else:
         comparison = _run_compare(query, gallery, compared, ci, seed, qrels, named, options, gallery_block, no_map,
                                   cache)

@@ -17,6 +17,9 @@ are stored as UTF-8 byte matrices (see ``columns.py``); the manifest says so in 
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import dataclasses
 import hashlib
 import json
 from collections.abc import Iterator
@@ -104,6 +107,23 @@ def claim_directory(path: Path, part: tuple[int, int], resume_key: str) -> None:
 def is_temp_file(path: Path) -> bool:
     """A leftover of an interrupted ``atomic_write_bytes`` (``.NAME.XXXX.tmp``)."""
     return path.name.startswith(".") and path.name.endswith(".tmp")
+
+
+# Set by deferred_manifest(): writers then leave the manifest to a coordinator (see there).
+_DEFERRED_MANIFEST: contextvars.ContextVar[list | None] = contextvars.ContextVar("deferred_manifest", default=None)
+
+
+@contextlib.contextmanager
+def deferred_manifest() -> Iterator[list[dict]]:
+    """Writers finishing inside this block write no manifest; each appends its settings to the
+    list yielded instead, so a coordinator of several workers (``--engine ray``) can write the
+    manifest once, with ``EmbeddingSetWriter(**settings).finish()``, after every worker ended."""
+    settings: list[dict] = []
+    token = _DEFERRED_MANIFEST.set(settings)
+    try:
+        yield settings
+    finally:
+        _DEFERRED_MANIFEST.reset(token)
 
 
 class EmbeddingSetWriter:
@@ -237,8 +257,23 @@ class EmbeddingSetWriter:
             raise ValueError(f"{name}: text values for a set declared with integer {name}")
         return {name: np.ascontiguousarray(values, dtype=np.int64)}
 
+    def settings(self) -> dict:
+        """Keyword arguments that rebuild this writer (part 1/1): a coordinator's finishing writer."""
+        header = {k: v for k, v in self.header.items() if k not in ("has_labels", "has_uncertainty")}
+        return {"path": str(self.path), "rows": self.rows, "dim": self.dim, "header": header,
+                "resume_key": self.resume_key, "dtype": self.dtype, "shard_rows": self.shard_rows,
+                "has_labels": self.header["has_labels"], "has_uncertainty": self.header["has_uncertainty"],
+                "id_type": self.id_type, "label_type": self.label_type}
+
     def finish(self) -> bool:
-        """Write the manifest if every shard of every part is complete; True if written."""
+        """Write the manifest if every shard of every part is complete; True if written.
+
+        Inside :func:`deferred_manifest` nothing is written (False): the writer's settings are
+        handed to the coordinator instead."""
+        deferred = _DEFERRED_MANIFEST.get()
+        if deferred is not None:
+            deferred.append(self.settings())
+            return False
         self.done.update(self._complete_shards(known=self.done))
         if len(self.done) < self.num_shards:
             return False

@@ -40,8 +40,8 @@ from compatctl.errors import BadInputError, IntegrityError
 
 PLOT_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg", ".webp", ".eps", ".ps", ".tif", ".tiff")
 # Room kept under the file system's name limit for the hidden names derived from an output's
-# name: ".NAME.XXXXXXXX.tmp", ".NAME.part-I-of-N.lock", ".NAME.scratch-part-I-of-N.pid-PID".
-RESERVED_NAME_BYTES = 48
+# name: ".NAME.XXXXXXXX.tmp", ".NAME.part-I-of-N.lock", ".NAME.scratch-part-I-of-N.pid-PID.host-HHHHHHHH".
+RESERVED_NAME_BYTES = 64
 _EMBEDDING_SET_FILES = ("manifest.json", "progress.part-*.json")
 _TRAINING_RUN = ("model.safetensors", "train_state.safetensors")   # a folder train-new wrote
 _TRAINING_ALSO = ("config.json", "metrics.jsonl")                    # also written (replaced) by train-new
@@ -442,17 +442,26 @@ def claim_outputs(outputs: Iterable[Output], *, inputs: Iterable[Path | str | No
 
 # ---------------------------------------------------------------- per-run scratch
 
-_SCRATCH_PID = re.compile(r"\.pid-(\d+)$")
+_SCRATCH_PID = re.compile(r"\.pid-(\d+)(?:\.host-([0-9a-f]{8}))?$")
+
+
+def _host_tag() -> str:
+    """8 hex digits naming this machine: workers on other hosts (``--engine ray``, Slurm) share ``--out``'s
+    folder, and a pid says nothing about a process on another host."""
+    import hashlib
+    import socket
+
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
 
 
 def scratch_folder(out: Path, label: str) -> Path:
-    """A path for this run's scratch folder next to ``out`` (same disk): ``.NAME.scratch-LABEL.pid-PID``.
+    """A path for this run's scratch folder next to ``out`` (same disk): ``.NAME.scratch-LABEL.pid-PID.host-H``.
 
     Not created here; the caller removes it when done (:func:`remove_stale_scratch` removes it
     after a kill).
     """
     out = Path(out)
-    scratch = out.parent / f".{out.name}.scratch-{label}.pid-{os.getpid()}"
+    scratch = out.parent / f".{out.name}.scratch-{label}.pid-{os.getpid()}.host-{_host_tag()}"
     shutil.rmtree(scratch, ignore_errors=True)
     return scratch
 
@@ -477,6 +486,8 @@ def remove_stale_scratch(out: Path) -> list[str]:
     notes = []
     for scratch in out.parent.glob(f".{glob_escape(out.name)}.scratch-*"):
         match = _SCRATCH_PID.search(scratch.name)
+        if match and match.group(2) not in (None, _host_tag()):
+            continue  # another host's run: only that host can tell whether it still works
         if match and _alive(int(match.group(1))):
             continue  # a run still working (one per --part may run at once)
         megabytes = _size(scratch) / 1e6 if scratch.is_dir() else 0.0

@@ -173,12 +173,15 @@ def test_stale_scratch_is_reported_and_removed(runner, world, tmp_path):
     try:
         running = tmp_path / f".g.scratch-part-2-of-2.pid-{live.pid}"
         running.mkdir()
+        other_host = tmp_path / f".g.scratch-part-1-of-2.pid-{_exited_pid()}.host-00000000"
+        other_host.mkdir()
         result = runner.invoke(app, backfill_args(world, out))
         assert result.exit_code == 0, result.output
         text = " ".join(result.output.split())
         assert f"removed {dead.name} (2.0 MB), scratch space left by a stopped run" in text
         assert f"removed {legacy.name}" in text
         assert not dead.exists() and not legacy.exists() and running.exists()  # a live run's scratch stays
+        assert other_host.exists()  # another host's run: this host cannot tell whether it still works
         assert remove_stale_scratch(out) == []
     finally:
         live.kill()
