@@ -15,7 +15,8 @@ def inspect_cli(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     quick: bool = typer.Option(False, "--quick", help="Skip hashing: check sizes, tensors and row totals only."),
 ) -> None:
-    """Show kind, format version, dims, rows, fingerprint, config and provenance counts.
+    """Show kind, format version, dims, rows, fingerprint, config and provenance counts; for a model
+    along a series of updates, the series (v1 → v2 → this model, and which it is compatible with).
 
     Verifies integrity on the way: an embedding set's manifest, row totals and every shard's
     sha256 (--quick: sizes and tensors only); a model's or transform's weights against its
@@ -34,6 +35,9 @@ def inspect_cli(
     table = Table(title=str(path), show_header=False)
     for key, value in info.items():
         if key in ("path", "config"):
+            continue
+        if key == "series" and value:  # v1 → v2 → this model, oldest first
+            table.add_row(key, "\n→ ".join(value))
             continue
         table.add_row(key, json.dumps(value, default=str) if isinstance(value, (dict, list)) else str(value))
     console.print(table)
