@@ -122,3 +122,25 @@ def test_mixed_version_row_without_a_link_is_refused(runner, series, tmp_path):
     assert result.exit_code == 0, result.output
     written = open_embeddings(tmp_path / "ok").read_all()
     np.testing.assert_allclose(written.embeddings[200:], series.rows[1][200:], atol=1e-6)
+
+
+def test_chain_with_a_budget_merges_newest_rows(runner, series, tmp_path):
+    result = _backfill(runner, series.sets[0], tmp_path / "g", series.h12, series.h23,
+                       extra=["--budget", "0.25", "--new-embeddings", str(series.sets[2])])
+    assert result.exit_code == 0, result.output
+    written = open_embeddings(tmp_path / "g").read_all()
+    backfilled = written.provenance == PROVENANCE.index("backfilled")
+    assert backfilled.sum() == ROWS // 4
+    np.testing.assert_allclose(written.embeddings[backfilled], series.rows[2][backfilled], atol=1e-6)
+
+
+def test_only_the_first_link_takes_side_info(runner, series, tmp_path):
+    from compatctl.transform import fit_transform, load_transform_config
+
+    side = tmp_path / "side"
+    write_embedding_set(side, EmbeddingBlock(series.rows[0][:, :4].copy(), series.ids), header={"model_fingerprint": "s"})
+    h23_side = tmp_path / "h23-side.safetensors"
+    fit_transform(series.sets[1], series.sets[2], h23_side, side_info_path=side,
+                  config=load_transform_config(None, ["kind=linear", "min_matched=10"]))
+    _bad(_backfill(runner, series.sets[0], tmp_path / "out", series.h12, h23_side),
+         "(link 2): was fit with side-info; in a chain only the first link may take side-info")
