@@ -30,7 +30,7 @@ from compatctl.errors import BadInputError
 from compatctl.store import PROVENANCE, EmbeddingBlock, EmbeddingSetWriter, open_embeddings
 from compatctl.store.outputs import remove_stale_scratch
 
-TRANSFORMED, BACKFILLED = PROVENANCE.index("transformed"), PROVENANCE.index("backfilled")
+NATIVE, TRANSFORMED, BACKFILLED = (PROVENANCE.index(name) for name in ("native", "transformed", "backfilled"))
 DEFAULT_BLOCK_ROWS = 65536
 # progress(stage, rows_done, rows_total); stages: "scan", "merge", "write"
 Progress = Callable[[str, int, int], None]
@@ -60,12 +60,17 @@ class Inputs:
 def open_inputs(gallery_path, transform_path, *, side_info_path, force: bool, block_rows: int) -> Inputs:
     """Open GALLERY, the transform and side-info; check they fit together (BadInputError if not)."""
     from compatctl.transform import check_compatible, load_transform
+    from compatctl.transform.chain import open_chain, read_versions
 
     gallery = open_embeddings(gallery_path)
-    transform = load_transform(transform_path)
     side_info = open_embeddings(side_info_path) if side_info_path is not None else None
-    warnings = check_compatible(transform, gallery, force=force, side_info_source=side_info)
-    return Inputs(Path(gallery_path), Path(transform_path), gallery, transform,
+    paths = list(transform_path) if isinstance(transform_path, (list, tuple)) else [transform_path]
+    if len(paths) > 1 or read_versions(gallery) is not None:  # a chain, or rows of several versions
+        transform, warnings = open_chain(paths, gallery, force=force, side_info_source=side_info)
+    else:
+        transform = load_transform(paths[0])
+        warnings = check_compatible(transform, gallery, force=force, side_info_source=side_info)
+    return Inputs(Path(gallery_path), Path(transform.path), gallery, transform,
                   GalleryShards(gallery, block_rows), side_info, warnings)
 
 
@@ -104,9 +109,15 @@ class ShardTransformer:
     def __call__(self, index: int) -> tuple[EmbeddingBlock, np.ndarray, np.ndarray | None]:
         """(old rows of shard ``index``, their transformed embeddings, uncertainty or None)."""
         old = EmbeddingBlock.concat([block for _, block in self.inputs.shards.blocks(index)])
-        embeddings, uncertainty = self.inputs.transform.apply(old.embeddings,
-                                                              self.side_info(*self.inputs.shards.bounds(index)))
+        bounds = self.inputs.shards.bounds(index)
+        rows = {"rows": bounds} if hasattr(self.inputs.transform, "links") else {}  # a chain: per-row versions
+        embeddings, uncertainty = self.inputs.transform.apply(old.embeddings, self.side_info(*bounds), **rows)
         return old, embeddings, uncertainty
+
+    def native_rows(self, index: int) -> np.ndarray | bool:
+        """Rows of shard ``index`` already at the newest model (a mixed-version gallery), else False."""
+        native = getattr(self.inputs.transform, "native_rows", None)
+        return native(*self.inputs.shards.bounds(index)) if native else False
 
 
 def resume_key(lineage: dict, *, rows: int, order: str, seed: int, source_identity: str | None) -> str:
@@ -154,7 +165,9 @@ def backfill(gallery_path, transform_path, out, *, budget: float = 0.0, order: s
     transformed one. Resumable (re-run after a kill), ``part=(I, N)`` writes one worker's shards,
     an earlier NEW_GALLERY of the same GALLERY and transform at ``out`` is continued (its
     backfilled rows are reused). ``plan_only`` writes the budget's ordered ids to ``plan_path``
-    instead. Returns a summary dict. Raises BadInputError (see the backfill docs).
+    instead. ``transform_path`` may be a list: a chain of transforms applied in order
+    (transform/chain.py; also used for a gallery with per-row versions). Returns a summary
+    dict. Raises BadInputError (see the backfill docs).
     """
     started = time.perf_counter()
     budget_rows(budget, 0)  # validates the fraction before any file is read
@@ -282,6 +295,7 @@ def _write_shards(writer: EmbeddingSetWriter, pending: list[int], transformer: S
         if fresh.any():
             embeddings[fresh] = source.rows(start, stop)
         provenance = np.where(picked, BACKFILLED, TRANSFORMED).astype(np.uint8)
+        provenance[transformer.native_rows(index) & ~picked] = NATIVE
         writer.write_shard(index, EmbeddingBlock(embeddings, old.ids, old.labels, provenance, uncertainty))
         stats["rows_written"] += len(old)
         stats["backfilled_rows"] += int(picked.sum())

@@ -17,7 +17,8 @@ STAGES = {"side-info": "merge side-info", "scan": "order rows", "merge": "merge 
 @guard
 def backfill_cli(
     gallery: Path = typer.Argument(..., help="Old-model gallery embeddings (set directory, .npz or .safetensors)."),
-    transform: Path = typer.Option(..., "--transform", help="Transform written by fit-transform."),
+    transform: list[Path] = typer.Option(..., "--transform", help="Transform written by fit-transform; repeat it "
+                                         "for a chain v1 → v2 → v3 (applied in order, links checked)."),
     out: Path | None = typer.Option(None, "--out", help="NEW_GALLERY directory to write (or continue)."),
     budget: float = typer.Option(0.0, "--budget", help="Fraction of rows to re-embed with the new model, 0..1."),
     order: str = typer.Option("random", "--order", help="Which rows first: random, uncertainty, norm."),
@@ -43,6 +44,10 @@ def backfill_cli(
 
     Example: compatctl backfill runs/old-gallery --transform runs/h.safetensors --out runs/gallery-30
     --budget 0.3 --order uncertainty --new-model runs/new/model.safetensors --data cifar10.tar.gz
+
+    A series: `--transform h12.safetensors --transform h23.safetensors` brings a v1 gallery to v3;
+    a gallery with a per-row `versions` column (model fingerprints) sends each row through the
+    links it needs (rows already at the newest model stay native). See docs/backfill.md.
     """
     from compatctl.backfill import backfill
     from compatctl.errors import BadInputError
@@ -53,7 +58,7 @@ def backfill_cli(
     if ray is not None and plan_only:
         raise BadInputError("--plan-only is one quick pass: drop --engine ray for it")
     writes = Output(plan, "plan", "--plan") if plan_only else Output(out, "embeddings", part=parse_part(part))
-    claim_outputs([writes], inputs=[gallery, transform, new_model, data, new_embeddings, side_info,
+    claim_outputs([writes], inputs=[gallery, *transform, new_model, data, new_embeddings, side_info,
                                     out if plan_only else None], force=force)
     if ray is not None:
         from compatctl.engines.ray_engine import backfill_on_ray
@@ -64,7 +69,7 @@ def backfill_cli(
                 new_model=new_model, data=data, new_embeddings=new_embeddings, force=force, block_rows=block_rows,
                 progress=stage_reporter(progress, STAGES)))
     with make_progress() as progress:
-        summary = backfill(gallery, transform, out, budget=budget, order=order, seed=seed, side_info_path=side_info,
+        summary = backfill(gallery, transform if len(transform) > 1 else transform[0], out, budget=budget, order=order, seed=seed, side_info_path=side_info,
                            new_model=new_model, data=data, new_embeddings=new_embeddings, part=parse_part(part),
                            force=force, plan_only=plan_only, plan_path=plan, block_rows=block_rows,
                            progress=stage_reporter(progress, STAGES))

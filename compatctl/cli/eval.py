@@ -43,6 +43,9 @@ def eval_cli(
                                 "(for very large galleries)."),
     sets: list[str] = typer.Option([], "--set", help="NAME=PATH, repeatable: compatibility matrix of every "
                                    "query-set × gallery-set pair (the first set is the reference 'old')."),
+    series: bool = typer.Option(False, "--series", help="The --set sets are versions v1, v2, ... in update order: "
+                                "also report, for every i < j, vj/vi against vi/vi, and P_compat, mean and min "
+                                "gain (gate them as series.p_compat.top1, series.min_gain.map, ...)."),
     plan: Optional[Path] = typer.Option(None, "--plan", help="YAML plan of the matrix: sets: {NAME: PATH}, "
                                         "reference: NAME."),
     query_block: int = typer.Option(2048, "--query-block", help="Query rows per block. Memory: about 12 bytes "
@@ -125,6 +128,9 @@ def eval_cli(
 
     Example: compatctl eval runs/new/test_emb runs/old/test_emb --json report.json --fail-under top1=0.45
 
+    Example: compatctl eval --set v1=v1/test --set v2=v2/test --set v3=v3/test --series
+    --fail-under series.p_compat.top1=1
+
     Example: compatctl eval new/test h_old/test --baseline old/test --ceiling new/test --ci 0.95
     --fail-under gap_closed.top1=0.8 --fail-over negative_flip_rate=0.02 --summary-md summary.md
     """
@@ -150,8 +156,12 @@ def eval_cli(
 
         return run_approximate(locals(), options, json_path, fail_under, fail_over)
     if sets or plan:
-        _check_matrix_usage(query, gallery, backfill_with, fail_under + fail_over)
-        return _run_matrix(sets, plan, json_path, options, gallery_block=gallery_block, with_map=not no_map)
+        _check_matrix_usage(query, gallery, backfill_with, fail_under + fail_over, series)
+        gates = _series_gates(fail_under, fail_over, with_map=not no_map) if series else []
+        return _run_matrix(sets, plan, json_path, options, gallery_block=gallery_block, with_map=not no_map,
+                           series=series, gates=gates)
+    if series:
+        raise BadInputError("--series reads the --set sets as versions in update order: pass --set v1=PATH --set v2=PATH ...")
     if query is None or gallery is None:
         raise BadInputError("give QUERY and GALLERY, or --set NAME=PATH (two or more) for a matrix")
     curve = _check_curve_usage(backfill_with, order, steps, plot, no_map)
@@ -232,11 +242,20 @@ def _parse_topk(text: str) -> tuple[int, ...]:
         raise BadInputError(f"--topk {text!r}: expected comma-separated whole numbers, e.g. 1,5") from None
 
 
-def _check_matrix_usage(query, gallery, backfill_with, fail_under) -> None:
+def _check_matrix_usage(query, gallery, backfill_with, fail_under, series: bool = False) -> None:
     if query is not None or gallery is not None:
         raise BadInputError("--set/--plan name every embedding set: drop the QUERY/GALLERY arguments")
-    if backfill_with is not None or fail_under:
-        raise BadInputError("--backfill-with and --fail-under apply to one QUERY GALLERY pair, not to --set/--plan")
+    if backfill_with is not None or (fail_under and not series):
+        raise BadInputError("--backfill-with and --fail-under apply to one QUERY GALLERY pair, not to --set/--plan "
+                            "(with --series, gates name the series metrics, e.g. series.p_compat.top1=1)")
+
+
+def _series_gates(fail_under: list[str], fail_over: list[str], *, with_map: bool) -> list:
+    from compatctl.evaluate.gates import parse_gates
+    from compatctl.evaluate.series import series_gate_names
+
+    allowed = series_gate_names(with_map)
+    return parse_gates(fail_under, allowed) + parse_gates(fail_over, allowed, over=True)
 
 
 def _check_curve_usage(backfill_with, order, steps, plot, no_map) -> bool:
@@ -307,7 +326,8 @@ def _run_curve(query, gallery, backfill_with, order, steps, seed, options) -> di
                                                     seed=seed, progress=cb, **options))
 
 
-def _run_matrix(sets, plan, json_path, options, *, gallery_block: int, with_map: bool) -> None:
+def _run_matrix(sets, plan, json_path, options, *, gallery_block: int, with_map: bool, series: bool = False,
+                gates: list = ()) -> None:
     from compatctl.evaluate.matrix import compatibility_matrix, load_plan, parse_sets
     from compatctl.store import atomic_write_json, open_embeddings
 
@@ -317,9 +337,21 @@ def _run_matrix(sets, plan, json_path, options, *, gallery_block: int, with_map:
     report = _with_progress(lambda cb: compatibility_matrix(sources, reference=reference, progress=cb,
                                                             gallery_block=gallery_block, with_map=with_map,
                                                             **options))
+    if series:
+        from compatctl.evaluate.series import series_metrics
+
+        report["series"] = series_metrics(report["matrix"])
     _show_matrix(report)
+    if series:
+        _show_series(report["series"])
     if json_path:
         atomic_write_json(json_path, report)
+    if gates:
+        from compatctl.evaluate.gates import check_gates, passed_gates_line
+        from compatctl.evaluate.series import series_gate_report
+
+        check_gates(series_gate_report(report["series"]), gates)
+        console.print(passed_gates_line(series_gate_report(report["series"]), gates), highlight=False, soft_wrap=True)
 
 
 def _pct(value: float) -> str:
@@ -407,3 +439,24 @@ def _cell(pair: dict, shown: list[str]) -> str:
         return text
     ok = all(pair["compatible"].get(m, False) for m in shown)
     return f"{text} {'[green]✓[/]' if ok else '[red]✗[/]'}"
+
+
+def _show_series(series: dict) -> None:
+    """vj/vi against vi/vi for every i < j, then P_compat, mean and min gain per metric."""
+    from rich.table import Table
+
+    shown = series["metrics"]
+    table = Table(title=f"series {' → '.join(series['order'])} ({' / '.join(shown)} %)")
+    for column in ("newer / older", "newer/older", "older/older", "gain", ""):
+        table.add_column(column, justify="left" if column == "newer / older" else "right")
+    for pair in series["pairs"]:
+        ok = all(pair["compatible"].values())
+        table.add_row(f"{pair['newer']} / {pair['older']}", " / ".join(_pct(pair["cross"][m]) for m in shown),
+                      " / ".join(_pct(pair["older_self"][m]) for m in shown),
+                      " / ".join(f"{100 * pair['gain'][m]:+.2f}" for m in shown), "[green]✓[/]" if ok else "[red]✗[/]")
+    console.print(table)
+    for m in shown:
+        console.print(f"{m}: P_compat {series['p_compat'][m]:.2f} of {len(series['pairs'])} pairs, mean gain "
+                      f"{100 * series['mean_gain'][m]:+.2f}, min gain {100 * series['min_gain'][m]:+.2f} (points)",
+                      highlight=False)
+    console.print(f"✓/✗ {series['criterion']}", highlight=False)

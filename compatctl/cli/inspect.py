@@ -19,7 +19,8 @@ def inspect_cli(
     columns: Optional[str] = typer.Option(None, "--columns", help="Column names of a Parquet table (or an .npy "
                                           "folder's metadata): embedding=vector,id=doc_id,label=cls."),
 ) -> None:
-    """Show kind, format version, dims, rows, fingerprint, config and provenance counts.
+    """Show kind, format version, dims, rows, fingerprint, config and provenance counts; for a model
+    along a series of updates, the series (v1 → v2 → this model, and which it is compatible with).
 
     Verifies integrity on the way: an embedding set's manifest, row totals and every shard's
     sha256 (--quick: sizes and tensors only); a model's or transform's weights against its
@@ -39,6 +40,9 @@ def inspect_cli(
     table = Table(title=str(path), show_header=False)
     for key, value in info.items():
         if key in ("path", "config"):
+            continue
+        if key == "series" and value:  # v1 → v2 → this model, oldest first
+            table.add_row(key, "\n→ ".join(value))
             continue
         table.add_row(key, json.dumps(value, default=str) if isinstance(value, (dict, list)) else str(value))
     console.print(table)

@@ -17,7 +17,8 @@ from compatctl.errors import BadInputError, GateFailed
 
 _GATE = re.compile(r"^\s*([A-Za-z][\w.@]*)\s*=\s*(\S+)\s*$")
 FLIP_RATES = ("negative_flip_rate", "positive_flip_rate")
-_UNBOUNDED = ("gap_closed.", "diff.", "ci_low.gap_closed.", "ci_high.gap_closed.", "ci_low.diff.", "ci_high.diff.")
+_UNBOUNDED = ("gap_closed.", "diff.", "ci_low.gap_closed.", "ci_high.gap_closed.", "ci_low.diff.", "ci_high.diff.",
+              "series.mean_gain.", "series.min_gain.")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -80,6 +80,12 @@ def prefix_lineage(query, gallery) -> str | None:
     """
     wide, narrow = (query, gallery) if query.dim > gallery.dim else (gallery, query)
     header = getattr(wide, "header", None) or {}
+    from compatctl.series import compatible_entries  # a series: v3's first d1 dims are v1's space
+
+    for entry in compatible_entries(header) if narrow.model_fingerprint is not None else ():
+        if entry["fingerprint"] == narrow.model_fingerprint and entry["dims"] == narrow.dim:
+            return (f"{source_name(wide)}'s model is compatible with {source_name(narrow)}'s on its first "
+                    f"{narrow.dim} dims (lineage)")
     compatible = header.get("compatible_dims")
     if not isinstance(compatible, int) or isinstance(compatible, bool) or compatible != narrow.dim:
         return None

@@ -26,6 +26,10 @@ def describe(path: Path | str, *, quick: bool = False, columns: dict | None = No
         header = read_header(path)
         if header.get("kind") in ("model", "transform"):
             summary = {k: v for k, v in header.items() if k != "config"}
+            if header.get("kind") == "model":
+                from compatctl.series import chain_lines
+
+                summary["series"] = chain_lines(header) or None  # oldest first; None: not part of a series
             integrity = "fingerprint not checked (--quick)" if quick else _check_fingerprint(path, header)
             return {"path": str(path), **summary, "integrity": integrity, "config": header.get("config", {})}
     source = open_embeddings(path, columns)

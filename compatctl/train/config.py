@@ -63,6 +63,10 @@ class BT2Config:
                                      help="the class-mean classifier is cosine (both sides normalized) times "
                                           "this scale (default 4: a soft, bounded term; 16 let it swamp the main "
                                           "loss where old class means are near-parallel); 0 uses raw dot products")
+    keep_ancestor_prefixes: bool = option(True, help="series (--old itself BT²/BCT-compatible with earlier "
+                                                     "models): also align the first dims of every earlier compatible "
+                                                     "model (alignment and class-mean terms), so v1's prefix does not "
+                                                     "drift step by step")
     teacher: str | None = option(None, help="path of an independently trained new model to distil from (the "
                                            "reference recipe; without it new/new fell to 0.92 x independent on one "
                                            "setting of benchmarks/robustness.py)")

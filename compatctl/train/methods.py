@@ -25,7 +25,9 @@ the "data" side of a step) and the inputs into a loss (``loss``: the forward pas
   swamp the main CE where old class means are near-parallel, and 0, raw dot products, let the
   compatible part's norm run away), + λ1 (1 − cos(feature, φ'_new)) when ``bt2.teacher`` is set
   (a teacher narrower than the feature is matched to the feature's first dims, so the usual
-  independent new model of the old model's width can serve);
+  independent new model of the old model's width can serve). Along a series (--old itself BT²
+  from an earlier model) the same two terms also hold each earlier model's prefix
+  (``bt2.keep_ancestor_prefixes``, compatctl/series.py);
 - ``contrastive``: SimCLR NT-Xent on two random views of each image; labels unused.
 """
 
@@ -265,22 +267,38 @@ def _cosine_distance(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
     return (1 - F.cosine_similarity(first, second, dim=1)).mean()
 
 
+def _bt2_prefixes(setup: Setup) -> list[int]:
+    """Widths whose prefix the BT² losses hold to the old model: d_old, and along a series every
+    earlier compatible model's width (see compatctl/series.py)."""
+    from compatctl.series import ancestor_prefixes
+
+    d_old = setup.old.embedding_width
+    if not setup.config.bt2.keep_ancestor_prefixes:
+        return [d_old]
+    return [d_old, *ancestor_prefixes(setup.old.header, d_old)]
+
+
 def _build_bt2(setup: Setup) -> MethodLoss:
     config = setup.config.bt2
-    d_old = setup.old.embedding_width
-    class_means = class_mean_embeddings(setup.old, setup.images, setup.labels, setup.num_classes)
-    if config.classifier_scale > 0:  # cosine: raw dot products let the compatible part's norm run away
-        class_means = F.normalize(class_means, dim=1)
+    prefixes = _bt2_prefixes(setup)
+    raw_means = class_mean_embeddings(setup.old, setup.images, setup.labels, setup.num_classes)
+    # cosine: raw dot products let the compatible part's norm run away
+    class_means = {p: F.normalize(raw_means[:, :p], dim=1) if config.classifier_scale > 0 else raw_means[:, :p]
+                   for p in prefixes}
 
-    def class_logits(compatible: torch.Tensor) -> torch.Tensor:
+    def class_logits(compatible: torch.Tensor, width: int) -> torch.Tensor:
         if config.classifier_scale > 0:
-            return config.classifier_scale * F.normalize(compatible, dim=1) @ class_means.T
-        return compatible @ class_means.T
+            return config.classifier_scale * F.normalize(compatible, dim=1) @ class_means[width].T
+        return compatible @ class_means[width].T
 
     def extra(output, views, labels):
-        compatible = output.embedding[:, :d_old]
-        total = config.align_weight * _cosine_distance(compatible, setup.old.embed(views))
-        total = total + config.old_classifier_weight * _cross_entropy(setup, class_logits(compatible), labels)
+        old_embeddings = setup.old.embed(views)
+        total = 0.0
+        for width in prefixes:  # one step: just d_old; a series adds each earlier model's prefix
+            compatible = output.embedding[:, :width]
+            total = total + config.align_weight * _cosine_distance(compatible, old_embeddings[:, :width])
+            total = total + config.old_classifier_weight * _cross_entropy(setup, class_logits(compatible, width),
+                                                                          labels)
         if setup.teacher is not None:
             teacher = setup.teacher.embed(views)
             total = total + config.teacher_weight * _cosine_distance(output.feature[:, :teacher.shape[1]], teacher)

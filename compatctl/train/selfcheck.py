@@ -106,12 +106,28 @@ def incompatibility(report: dict | None) -> str | None:
 
 
 def check_require_compatible(old_model, validation_fraction: float) -> None:
-    """--require-compatible needs --old and a held-out slice; BadInputError before any training otherwise."""
+    """--require-compatible needs --old (compatible with its own ancestors) and a held-out slice;
+    BadInputError before any training otherwise."""
     if old_model is None:
         raise BadInputError("--require-compatible compares the new model with the old one: pass --old OLD_MODEL")
     if validation_fraction <= 0:
         raise BadInputError("--require-compatible needs held-out images for its check: set validation_fraction "
                             "above 0 (e.g. validation_fraction=0.1)")
+    _check_old_chain(old_model)
+
+
+def _check_old_chain(old_model) -> None:
+    """Along a series, --old must itself be compatible with every model before it (compatctl/series.py)."""
+    from pathlib import Path
+
+    from compatctl.series import chain_problem
+    from compatctl.store import read_header
+
+    if not Path(old_model).is_file():
+        return  # loading --old names a missing file
+    problem = chain_problem(read_header(Path(old_model)), old_model)
+    if problem is not None:
+        raise BadInputError(problem)
 
 
 def fail_if_incompatible(report: dict | None) -> None:

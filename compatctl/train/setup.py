@@ -121,12 +121,12 @@ def prepare_run(config: TrainConfig, method: Method, old_model: Path | None) -> 
 
 
 def lineage_of(config: TrainConfig, setup: Setup) -> dict:
-    """Lineage metadata: the method, the old model's fingerprint and the fingerprints before it."""
-    if setup.old is None:
-        return {"method": config.method, "old_model": None, "ancestors": []}
-    old_fingerprint = setup.old.header.get("fingerprint")
-    earlier = (setup.old.header.get("lineage") or {}).get("ancestors", [])
-    lineage = {"method": config.method, "old_model": old_fingerprint, "ancestors": [old_fingerprint, *earlier]}
+    """Lineage metadata: the method, the old model, every ancestor and what this model is compatible
+    with (see compatctl/series.py)."""
+    from compatctl.series import lineage_for
+
+    old = setup.old
+    lineage = lineage_for(config.method, old.header if old else None, old.embedding_width if old else None)
     if setup.teacher is not None:
         lineage["teacher"] = setup.teacher.header.get("fingerprint")
     return lineage
