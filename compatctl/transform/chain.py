@@ -143,8 +143,10 @@ def read_versions(gallery) -> np.ndarray | None:
         if path.suffix == ".npz":
             with np.load(path, allow_pickle=False) as data:
                 arrays = {name: data[name] for name in data.files if name.startswith("versions")}
-        else:
+        elif path.suffix == ".safetensors":
             arrays = load_arrays(path)
+        else:  # Parquet, .npy folders, faiss indexes: per-row versions are not read from them (docs/backfill.md)
+            return None
         versions = read_text_or_int(arrays, "versions")
         if versions is None:
             return None
