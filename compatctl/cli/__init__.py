@@ -1,7 +1,7 @@
 """The command-line interface: a thin Typer layer over the library (one module per command)."""
 
 from compatctl.cli._util import app
-from compatctl.cli import backfill, demo, embed, eval, fit_transform, inspect, train_new  # noqa: F401  (registers)
+from compatctl.cli import backfill, compare, demo, embed, eval, fit_transform, inspect, train_new  # noqa: F401  (registers)
 
 
 def main() -> None:
