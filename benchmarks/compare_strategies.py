@@ -6,6 +6,12 @@ and 10,000 test items, or real embedding sets:
 
     python benchmarks/compare_strategies.py                                  # synthetic 50k / 10k x 128
     python benchmarks/compare_strategies.py --old O --new N --old-test OT --new-test NT [--compatible bt2=B]
+    python benchmarks/compare_strategies.py --byo-digits    # bring-your-own .npz from two scikit-learn models
+
+--byo-digits: embeddings that compatctl did not make, as a team would bring them (.npz, no
+fingerprints): scikit-learn's 8x8 digits (needs the [bench] extra), split 70/30 per class; the
+"old" model is an MLP (one hidden layer of 32) trained on digits 0-4 only, the "new" one an MLP
+with two hidden layers (128, 64) trained on all ten; an embedding is the last hidden layer.
 
 It runs the real command (`python -m compatctl compare ...`) in a subprocess and prints its wall
 time, the per-step seconds the report records, and the strategies' table.
@@ -33,6 +39,7 @@ def parse_args():
     parser.add_argument("--test-rows", type=int, default=10_000)
     parser.add_argument("--kind", default="auto")
     parser.add_argument("--out", type=Path, help="compare's output folder (default: a temporary one)")
+    parser.add_argument("--byo-digits", action="store_true", help="two scikit-learn MLPs on the digits, as .npz")
     parser.add_argument("extra", nargs="*", help="more compare options, after --")
     return parser.parse_args()
 
@@ -54,12 +61,42 @@ def synthetic_sets(root: Path, train_rows: int, test_rows: int) -> dict[str, Pat
     return paths
 
 
+def _hidden(model, x):
+    """The last hidden layer (ReLU) of a fitted sklearn MLPClassifier."""
+    import numpy as np
+
+    for weight, bias in zip(model.coefs_[:-1], model.intercepts_[:-1]):
+        x = np.maximum(x @ weight + bias, 0)
+    return x.astype(np.float32)
+
+
+def digits_sets(root: Path) -> dict[str, Path]:
+    import numpy as np
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+    from sklearn.neural_network import MLPClassifier
+
+    x, y = load_digits(return_X_y=True)
+    x = x / 16.0
+    ids = np.arange(len(y))
+    x_tr, x_te, y_tr, y_te, id_tr, id_te = train_test_split(x, y, ids, test_size=0.3, stratify=y, random_state=0)
+    seen = y_tr < 5
+    old = MLPClassifier((32,), max_iter=300, random_state=0).fit(x_tr[seen], y_tr[seen])
+    new = MLPClassifier((128, 64), max_iter=300, random_state=1).fit(x_tr, y_tr)
+    paths = {}
+    for name, model in (("old", old), ("new", new)):
+        for split, xs, ys, idx in (("train", x_tr, y_tr, id_tr), ("test", x_te, y_te, id_te)):
+            paths[f"{name}-{split}"] = root / f"{name}-{split}.npz"
+            np.savez(paths[f"{name}-{split}"], embeddings=_hidden(model, xs), labels=ys, ids=idx)
+    return paths
+
+
 def main() -> None:
     args = parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         if args.old is None:
-            made = synthetic_sets(root, args.train_rows, args.test_rows)
+            made = digits_sets(root) if args.byo_digits else synthetic_sets(root, args.train_rows, args.test_rows)
             sets = [made["old-train"], made["new-train"], made["old-test"], made["new-test"]]
         else:
             sets = [args.old, args.new, args.old_test, args.new_test]

@@ -209,23 +209,12 @@ def compare_strategies(*, old_train, new_train, old_test, new_test, out: Path, c
                            evaluate(mapped, old, **options)["metrics"], reembedded=0, rewritten=0, rows=rows,
                            query_transform=True, query_work="new model queries + the query transform"))
     since = timer.step("evaluate old, new, compatible and both transforms", since)
-    reranked = rerank(new, old, new, depths=depths, first_stage_query=mapped, **options)["rerank"]
-    for i, depth in enumerate(reranked["depths"]):
-        strategies.append(_row(f"re-ranking at depth {depth}", "re-ranking",
-                               {m: reranked["metrics"][m][i] for m in METRICS},
-                               reembedded=reranked["rows_needed"][i], rewritten=0, rows=rows, query_transform=True,
-                               extra_scores=depth, depth=depth,
-                               query_work=f"query transform, then {depth} new-model scores per query"))
+    strategies += _rerank_rows(rerank(new, old, new, depths=depths, first_stage_query=mapped, **options)["rerank"],
+                               rows)
     since = timer.step("re-ranking", since)
     curves = _curves(new, gallery, options, steps, seed)
     best = _best_order(curves)
-    for budget in budgets:
-        point = int(round(budget * steps))
-        backfilled = curves[best]["backfilled_rows"][point]
-        strategies.append(_row(f"partial backfill {budget:.0%} ({best} order)", "partial backfill",
-                               {m: curves[best][m][point] for m in METRICS}, reembedded=backfilled,
-                               rewritten=rows - backfilled,
-                               rows=rows, query_work="new model queries", budget=budget, order=best))
+    strategies += _backfill_rows(curves[best], best, budgets, steps, rows)
     since = timer.step("backfill curves", since)
     strategies.append(_row("full backfill", "full backfill", ceiling, reembedded=rows, rewritten=0, rows=rows,
                            query_work="new model queries"))
@@ -248,6 +237,26 @@ def compare_strategies(*, old_train, new_train, old_test, new_test, out: Path, c
     report["timings_s"] = timer.steps
     report["elapsed_s"] = round(time.perf_counter() - timer.started, 3)
     return report
+
+
+def _rerank_rows(reranked: dict, rows: int) -> list[dict]:
+    """One strategy row per re-ranking depth (cost: the distinct candidates re-embedded, K scores per query)."""
+    return [_row(f"re-ranking at depth {depth}", "re-ranking", {m: reranked["metrics"][m][i] for m in METRICS},
+                 reembedded=reranked["rows_needed"][i], rewritten=0, rows=rows, query_transform=True,
+                 extra_scores=depth, depth=depth, query_work=f"query transform, then {depth} new-model scores per query")
+            for i, depth in enumerate(reranked["depths"])]
+
+
+def _backfill_rows(curve: dict, order: str, budgets, steps: int, rows: int) -> list[dict]:
+    """One strategy row per budget: the curve's point at that fraction (the rest of the rows hold h(old))."""
+    found = []
+    for budget in budgets:
+        point = int(round(budget * steps))
+        backfilled = curve["backfilled_rows"][point]
+        found.append(_row(f"partial backfill {budget:.0%} ({order} order)", "partial backfill",
+                          {m: curve[m][point] for m in METRICS}, reembedded=backfilled, rewritten=rows - backfilled,
+                          rows=rows, query_work="new model queries", budget=budget, order=order))
+    return found
 
 
 def _compatible_dims(source, old) -> tuple[int | None, str]:
