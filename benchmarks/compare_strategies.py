@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -28,6 +30,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+STEPS = ["open and pair", "fit forward transform", "fit query transform",
+         "evaluate old, new, compatible and both transforms", "re-ranking", "backfill curves", "report"]
 
 
 def parse_args():
@@ -105,15 +111,18 @@ def main() -> None:
                    sets[2], "--new-test", sets[3], "--out", out, "--kind", args.kind, *args.extra]
         for spec in args.compatible:
             command += ["--compatible", spec]
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
         result = subprocess.run(list(map(str, command)), capture_output=True, text=True)
         wall = time.perf_counter() - started
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu_s = after.ru_utime + after.ru_stime - cpu.ru_utime - cpu.ru_stime
         if result.returncode:
             sys.exit(result.stderr + result.stdout)
         report = json.loads((out / "report.json").read_text())
-    print(f"compatctl compare: {wall:.1f} s wall ({report['inputs']['test_rows']} test items, kind {args.kind})")
+    print(f"compatctl compare: {wall:.1f} s wall, {cpu_s:.1f} s CPU ({report['inputs']['test_rows']} test items, "
+          f"kind {args.kind}; load average at the end {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
     print("| step | seconds |\n| --- | ---: |")
-    for step, seconds in report["timings_s"].items():
+    for step, seconds in sorted(report["timings_s"].items(), key=lambda item: STEPS.index(item[0])):
         print(f"| {step} | {seconds:.1f} |")
     print("\n| strategy | top-1 % | mAP % | gap closed top-1 | gap closed mAP | rows re-embedded |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")

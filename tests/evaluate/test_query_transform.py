@@ -125,3 +125,19 @@ def test_query_transform_and_rerank_do_not_import_torch(pair, tmp_path):
             "--rerank-with", str(pair / "new-test"), "--rerank-depth", "5,20"]
     result = subprocess.run([sys.executable, "-c", blocked, *args], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr + result.stdout
+
+
+def test_unverifiable_fingerprints_warn_and_text_ids_work(pair, tmp_path, runner):
+    query_side = tmp_path / "query.safetensors"
+    fit_transform(pair / "new-train", pair / "old-train", query_side, config=TransformConfig(kind="linear"))
+    new, old = (open_embeddings(pair / name).read_all() for name in ("new-test", "old-test"))
+    names = np.array([f"item-{i:04d}" for i in new.ids])
+    np.savez(tmp_path / "q.npz", embeddings=new.embeddings, labels=new.labels, ids=names)
+    np.savez(tmp_path / "g.npz", embeddings=old.embeddings, labels=old.labels, ids=names)
+    result = runner.invoke(app, ["eval", str(tmp_path / "q.npz"), str(tmp_path / "g.npz"), "--query-transform",
+                                 str(query_side), "--json", str(tmp_path / "r.json")])
+    assert result.exit_code == 0, result.output
+    assert "cannot verify that the queries" in result.output and "cannot verify that the gallery" in result.output
+    mapped = EmbeddingBlock(load_transform(query_side).apply(new.embeddings)[0], new.ids, new.labels)
+    expected = evaluate(mapped, old)["metrics"]
+    assert json.loads((tmp_path / "r.json").read_text())["metrics"] == pytest.approx(expected, abs=1e-9)
