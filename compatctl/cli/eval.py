@@ -144,7 +144,7 @@ def eval_cli(
     compared = dict(baseline=baseline, baseline_gallery=baseline_gallery, ceiling=ceiling,
                     ceiling_gallery=ceiling_gallery)
     _check_compare_usage(compared, ci, per_query, qrels, metrics, curve, no_map)
-    _check_ways_usage(ways, compared, ci, per_query, summary_md, qrels, curve, no_map)
+    _check_ways_usage(ways, compared, ci, per_query, summary_md, qrels, curve, no_map or map_at_r)
     named = parse_metrics(metrics) or (("ndcg@10", "recall@100", "mrr@10", "map") if qrels else ())
     allowed = gate_names(ks, with_map=not no_map, map_at_r=map_at_r, curve=curve, metrics=named,
                          baseline=baseline is not None, ceiling=ceiling is not None, ci=check_level(ci) is not None)
@@ -204,7 +204,7 @@ def _check_compare_usage(compared: dict, ci, per_query, qrels, metrics, curve: b
         raise BadInputError(f"{given[0]} needs the full ranking; drop --no-map")
 
 
-def _check_ways_usage(ways: dict, compared: dict, ci, per_query, summary_md, qrels, curve: bool, no_map: bool) -> None:
+def _check_ways_usage(ways: dict, compared: dict, ci, per_query, summary_md, qrels, curve: bool, other: bool) -> None:
     if ways["rerank_depth"] is not None and ways["rerank_with"] is None:
         raise BadInputError("--rerank-depth needs --rerank-with NEW_GALLERY")
     if ways["query_transform"] is not None and curve:
@@ -215,7 +215,7 @@ def _check_ways_usage(ways: dict, compared: dict, ci, per_query, summary_md, qre
     given = [f"--{name.replace('_', '-')}" for name, value in compared.items() if value is not None]
     given += [flag for flag, value in (("--ci", ci), ("--per-query", per_query), ("--summary-md", summary_md),
                                        ("--qrels", qrels), ("--backfill-with", curve or None),
-                                       ("--no-map", no_map or None)) if value is not None]
+                                       ("--no-map/--map-at-r", other or None)) if value is not None]
     if given:
         raise BadInputError(f"{', '.join(given)} cannot be combined with --rerank-with (use compatctl compare for "
                             "every way side by side)")
