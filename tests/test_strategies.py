@@ -149,3 +149,28 @@ def test_without_matplotlib_the_png_is_skipped_with_a_note(tmp_path):
     assert "matplotlib is not installed" in (tmp_path / "cmp" / "report.md").read_text()
     again = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True)
     assert again.returncode == 0, again.stderr  # a re-run on its own output folder is allowed
+
+
+def test_side_info_feeds_the_forward_transform(tmp_path, runner):
+    root = write_update(tmp_path / "u", rows=300, test=100)
+    rng = np.random.default_rng(7)
+    for split in ("train", "test"):
+        new = open_embeddings(root / f"new-{split}").read_all()
+        side = EmbeddingBlock((new.embeddings[:, :4] + 0.1 * rng.normal(size=(len(new), 4))).astype(np.float32),
+                              new.ids, new.labels)
+        write_embedding_set(root / f"side-{split}", side, header={"model_fingerprint": "side-model"})
+    args = ["compare", "--old", root / "old-train", "--new", root / "new-train", "--old-test", root / "old-test",
+            "--new-test", root / "new-test", "--kind", "linear", "--out", tmp_path / "cmp"]
+    refused = runner.invoke(app, list(map(str, [*args, "--side-info", root / "side-train"])))
+    assert refused.exit_code == 2 and "--side-info-test" in refused.output
+    result = runner.invoke(app, list(map(str, [*args, "--side-info", root / "side-train", "--side-info-test",
+                                               root / "side-test"])))
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "cmp" / "report.json").read_text())
+    forward = load_transform(tmp_path / "cmp" / "forward.safetensors")
+    assert forward.side_info_dim == 4
+    old, new = open_embeddings(root / "old-test").read_all(), open_embeddings(root / "new-test")
+    side = open_embeddings(root / "side-test").read_all()
+    gallery = EmbeddingBlock(forward.apply(old.embeddings, side.embeddings)[0], old.ids, old.labels)
+    row = next(r for r in report["strategies"] if r["family"] == "forward transform")
+    assert row["metrics"] == pytest.approx(evaluate(new, gallery)["metrics"], abs=1e-12)
