@@ -89,6 +89,12 @@ def test_bad_query_transforms_are_one_line_exit_2(pair, tmp_path, runner):
         ([pair / "new-test", pair / "old-test", "--rerank-depth", "5"], "needs --rerank-with"),
         ([pair / "new-test", pair / "old-test", "--rerank-with", pair / "new-test", "--rerank-depth", "0"],
          "must be >= 1"),
+        ([pair / "new-test", pair / "old-test", "--rerank-with", pair / "new-test", "--dims", "8", "--baseline",
+          pair / "old-test"], "--baseline cannot be combined with --rerank-with"),
+        ([pair / "new-test", pair / "old-test", "--rerank-with", pair / "new-test", "--dims", "8", "--map-at-r"],
+         "cannot be combined with --rerank-with"),
+        (["--set", f"a={pair / 'old-test'}", "--set", f"b={pair / 'old-test'}", "--query-transform", query_side],
+         "not to --set/--plan"),
     ]
     for args, message in cases:
         result = runner.invoke(app, ["eval", *map(str, args)])
