@@ -40,8 +40,9 @@ def compare_cli(
     with the best order, full backfill. Each row: top-1, top-5, mAP, gap closed, cost (rows
     re-embedded by the new model, gallery rows rewritten, query-time work).
 
-    Recommendation: the cheapest strategy whose gap closed reaches --target on top-1 and mAP
-    (fewest rows re-embedded, then fewest rows rewritten, then least query-time work); else full backfill.
+    Recommendation: the old model when new/new beats old/old on neither top-1 nor mAP; else the
+    cheapest strategy whose gap closed reaches --target on top-1 and mAP (fewest rows re-embedded,
+    then fewest rows rewritten, then least query-time work); else full backfill.
 
     Example: compatctl compare --old emb/old-train --new emb/new-train --old-test emb/old-test
     --new-test emb/new-test --compatible bt2=emb/bt2-test --out compare/
