@@ -1,8 +1,8 @@
 """The command-line interface: a thin Typer layer over the library (one module per command)."""
 
 from compatctl.cli._util import app
-from compatctl.cli import (backfill, demo, embed, eval, export, fit_transform, inspect,  # noqa: F401  (registers)
-                           train_new)
+from compatctl.cli import (backfill, compare, demo, embed, eval, export, fit_transform, inspect,  # noqa: F401
+                           train_new)  # (importing registers each command)
 
 
 def main() -> None:

@@ -90,6 +90,13 @@ def eval_cli(
     engine: str = engine_option(),
     ray_address: Optional[str] = ray_address_option(),
     workers: Optional[int] = workers_option(),
+    query_transform: Optional[Path] = typer.Option(None, "--query-transform", help="Map QUERY into GALLERY's "
+                                                   "space first, streamed (a transform fit the other way round: "
+                                                   "fit-transform NEW_EMB OLD_EMB)."),
+    rerank_with: Optional[Path] = typer.Option(None, "--rerank-with", help="NEW_GALLERY: re-score each query's "
+                                               "top-K first-stage rows with QUERY against these rows (by id)."),
+    rerank_depth: Optional[str] = typer.Option(None, "--rerank-depth", help="K of --rerank-with, comma-separated "
+                                               "for several (e.g. 10,50,200). Default 50."),
 ) -> None:
     """Exact top-k and full-ranking mAP of QUERY against GALLERY, leave-one-out by id.
 
@@ -124,6 +131,13 @@ def eval_cli(
     --recall-queries sampled queries. Exact stays the default: only it ranks the full gallery
     (mAP) and breaks ties by id, the same on every run.
 
+    --query-transform T maps the queries into the gallery's space as they stream (T from
+    `fit-transform NEW_EMB OLD_EMB`; dims and model fingerprints checked in that direction).
+    --rerank-with NEW_GALLERY --rerank-depth 10,50: first stage as above, then each query's top-K
+    rows are re-scored with QUERY against NEW_GALLERY's rows of those ids (equal scores: smaller
+    id first; rows below K keep their places); per depth the metrics and rerank.rows_needed, the
+    distinct gallery rows that need a new-model embedding.
+
     Exit codes: 0 ok, 1 a --fail-under/--fail-over gate failed, 2 bad usage or input.
 
     Example: compatctl eval runs/new/test_emb runs/old/test_emb --json report.json --fail-under top1=0.45
@@ -147,7 +161,8 @@ def eval_cli(
     claim_outputs([Output(json_path, "report", "--json"), Output(plot, "plot", "--plot"),
                    Output(per_query, "per_query", "--per-query"), Output(summary_md, "summary", "--summary-md")],
                   inputs=[query, gallery, backfill_with, plan, baseline, baseline_gallery, ceiling, ceiling_gallery,
-                          qrels, *(spec.partition("=")[2] for spec in sets)])
+                          qrels, query_transform, rerank_with, *(spec.partition("=")[2] for spec in sets)])
+    ways = dict(query_transform=query_transform, rerank_with=rerank_with, rerank_depth=rerank_depth)
     ks = _parse_topk(topk)
     _Opener.columns = _parse_columns(columns)
     options = dict(distance=distance, topk=ks, dims=dims, map_at_r=map_at_r, query_block=query_block)
@@ -156,6 +171,8 @@ def eval_cli(
 
         return run_approximate(locals(), options, json_path, fail_under, fail_over)
     if sets or plan:
+        if any(value is not None for value in ways.values()):
+            raise BadInputError("--query-transform and --rerank-with apply to one QUERY GALLERY pair, not to --set/--plan")
         _check_matrix_usage(query, gallery, backfill_with, fail_under + fail_over, series)
         gates = _series_gates(fail_under, fail_over, with_map=not no_map) if series else []
         return _run_matrix(sets, plan, json_path, options, gallery_block=gallery_block, with_map=not no_map,
@@ -170,6 +187,10 @@ def eval_cli(
     _check_compare_usage(compared, ci, per_query, qrels, metrics, curve, no_map)
     if cache is not None and baseline is None and ceiling is None:
         raise BadInputError("--cache keeps the --baseline and --ceiling evaluations; give one of them, or drop --cache")
+    _check_ways_usage(ways, compared, ci, per_query, summary_md, qrels, curve, no_map or map_at_r)
+    if ray is not None and any(value is not None for value in ways.values()):
+        raise BadInputError("--engine ray evaluates one plain QUERY GALLERY pair; drop --query-transform/--rerank-with "
+                            "or run them with the default engine")
     named = parse_metrics(metrics) or (("ndcg@10", "recall@100", "mrr@10", "map") if qrels else ())
     allowed = gate_names(ks, with_map=not no_map, map_at_r=map_at_r, curve=curve, metrics=named,
                          baseline=baseline is not None, ceiling=ceiling is not None, ci=check_level(ci) is not None)
@@ -186,9 +207,11 @@ def eval_cli(
 
         report = _with_progress(lambda cb: evaluate_on_ray(query, gallery, settings=ray, with_map=not no_map,
                                                            gallery_block=gallery_block, progress=cb, **options))
+    elif rerank_with is not None:
+        report = _run_rerank(query, gallery, ways, options, gallery_block)
     else:
         comparison = _run_compare(query, gallery, compared, ci, seed, qrels, named, options, gallery_block, no_map,
-                                  cache)
+                                  query_transform, cache)
         report = comparison.report
     gate_verdicts(report, gates)  # a gated value this run could not define (gap_closed) is bad input: say only that
     _show_report(report)
@@ -230,6 +253,23 @@ def _check_compare_usage(compared: dict, ci, per_query, qrels, metrics, curve: b
         raise BadInputError(f"{', '.join(given)} apply to a plain eval, not to --backfill-with")
     if given and no_map:
         raise BadInputError(f"{given[0]} needs the full ranking; drop --no-map")
+
+
+def _check_ways_usage(ways: dict, compared: dict, ci, per_query, summary_md, qrels, curve: bool, other: bool) -> None:
+    if ways["rerank_depth"] is not None and ways["rerank_with"] is None:
+        raise BadInputError("--rerank-depth needs --rerank-with NEW_GALLERY")
+    if ways["query_transform"] is not None and curve:
+        raise BadInputError("--query-transform applies to a plain eval, not to --backfill-with (its new rows live in "
+                            "the new model's space)")
+    if ways["rerank_with"] is None:
+        return
+    given = [f"--{name.replace('_', '-')}" for name, value in compared.items() if value is not None]
+    given += [flag for flag, value in (("--ci", ci), ("--per-query", per_query), ("--summary-md", summary_md),
+                                       ("--qrels", qrels), ("--backfill-with", curve or None),
+                                       ("--no-map/--map-at-r", other or None)) if value is not None]
+    if given:
+        raise BadInputError(f"{', '.join(given)} cannot be combined with --rerank-with (use compatctl compare for "
+                            "every way side by side)")
 
 
 def _parse_topk(text: str) -> tuple[int, ...]:
@@ -302,7 +342,41 @@ class _Opener:
         return self.opened[key]
 
 
-def _run_compare(query, gallery, compared, ci, seed, qrels, metrics, options, gallery_block, no_map, cache=None):
+def _transformed(source, query, gallery, transform_path):
+    """QUERY's source, through --query-transform when given (warnings printed)."""
+    if transform_path is None:
+        return source(query)
+    from compatctl.evaluate.query_transform import with_query_transform
+
+    mapped, warnings = with_query_transform(source(query), transform_path, source(gallery))
+    for warning in warnings:
+        err_console.print(f"warning: {warning}", highlight=False, soft_wrap=True)
+    return mapped
+
+
+def _run_rerank(query, gallery, ways: dict, options: dict, gallery_block: int) -> dict:
+    from compatctl.evaluate.rerank import parse_depths, rerank
+
+    source = _Opener()
+    depths = parse_depths(ways["rerank_depth"] or "50")
+    first = _transformed(source, query, gallery, ways["query_transform"])
+    settings = {k: v for k, v in options.items() if k != "map_at_r"}
+    report = _with_progress(lambda cb: rerank(source(query), source(gallery), source(ways["rerank_with"]),
+                                              depths=depths, first_stage_query=first, gallery_block=gallery_block,
+                                              progress=cb, **settings))
+    return _note_transform(report, first)
+
+
+def _note_transform(report: dict, first) -> dict:
+    if hasattr(first, "transform"):
+        from compatctl.evaluate.query_transform import describe_query_transform
+
+        report["query_transform"] = describe_query_transform(first.transform)
+    return report
+
+
+def _run_compare(query, gallery, compared, ci, seed, qrels, metrics, options, gallery_block, no_map,
+                 query_transform=None, cache=None):
     from compatctl.evaluate.compare import compare
 
     source = _Opener()
@@ -312,9 +386,12 @@ def _run_compare(query, gallery, compared, ci, seed, qrels, metrics, options, ga
 
         judged = read_qrels(qrels)
     sets = {name: source(path) for name, path in compared.items()}
-    return _with_progress(lambda cb: compare(source(query), source(gallery), ci=ci, seed=seed, qrels=judged,
-                                             metrics=metrics, with_map=not no_map, gallery_block=gallery_block,
-                                             progress=cb, cache_dir=cache, **sets, **options))
+    first = _transformed(source, query, gallery, query_transform)
+    comparison = _with_progress(lambda cb: compare(first, source(gallery), ci=ci, seed=seed, qrels=judged,
+                                                   metrics=metrics, with_map=not no_map, gallery_block=gallery_block,
+                                                   progress=cb, cache_dir=cache, **sets, **options))
+    _note_transform(comparison.report, first)
+    return comparison
 
 
 def _run_curve(query, gallery, backfill_with, order, steps, seed, options) -> dict:
@@ -375,6 +452,8 @@ def _show_report(report: dict) -> None:
         console.print(f"intervals: {report['ci']['method']}", highlight=False)
     if "curve" in report:
         _show_curve(report["curve"])
+    if "rerank" in report:
+        _show_rerank(report["rerank"])
     counts = report["counts"]
     console.print(f"distance {report['distance']}; dims: {report['dims']['note']}; {counts['queries']} queries, "
                   f"{counts['gallery']} gallery rows, {counts['left_out_self']} own rows left out, "
@@ -414,6 +493,19 @@ def _show_curve(curve: dict) -> None:
     table.add_row("AUC", "mean", *(_pct(curve["auc"][name]) for name in names), style="bold")
     console.print(table)
     console.print(curve["auc_rule"], highlight=False)
+
+
+def _show_rerank(rerank: dict) -> None:
+    from rich.table import Table
+
+    names = list(rerank["metrics"])
+    table = Table(title="re-ranked with --rerank-with (first stage: the table above)")
+    for column in ("depth K", "rows needed", "% of gallery", *(f"{name} %" for name in names)):
+        table.add_column(column, justify="right")
+    for i, depth in enumerate(rerank["depths"]):
+        table.add_row(str(depth), str(rerank["rows_needed"][i]), _pct(rerank["rows_needed_fraction"][i]),
+                      *(_pct(rerank["metrics"][name][i]) for name in names))
+    console.print(table)
 
 
 def _show_matrix(report: dict) -> None:

@@ -46,6 +46,7 @@ _EMBEDDING_SET_FILES = ("manifest.json", "progress.part-*.json")
 _TRAINING_RUN = ("model.safetensors", "train_state.safetensors")   # a folder train-new wrote
 _TRAINING_ALSO = ("config.json", "metrics.jsonl")                    # also written (replaced) by train-new
 _DEMO_MARKER = ".compatctl-demo"
+_COMPARE_FILES = {"report.json", "report.md", "strategies.png", "forward.safetensors", "query.safetensors"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +62,7 @@ OUTPUT_KINDS = {
     "embeddings": OutputKind("an embedding-set folder", folder=True),
     "training": OutputKind("a train-new output folder", folder=True),
     "demo": OutputKind("a demo folder", folder=True),
+    "compare": OutputKind("a compare output folder", folder=True),
     "transform": OutputKind("a transform file", folder=False, suffixes=(".safetensors",)),
     "report": OutputKind("a JSON report", folder=False, suffixes=(".json",)),
     "plot": OutputKind("an image", folder=False, suffixes=PLOT_SUFFIXES),
@@ -194,11 +196,14 @@ def _folder_holds(path: Path) -> str | None:
         return "demo"
     if any(name in _TRAINING_RUN for name in names):
         return "training"
+    if set(names) <= _COMPARE_FILES:  # what compare writes (also what a killed compare left)
+        return "compare"
     return "other"
 
 
 _FOLDER_WORDS = {"embeddings": "an embedding set", "training": "a train-new run (model.safetensors)",
-                 "demo": "an earlier `compatctl demo`", "other": "files compatctl did not write"}
+                 "demo": "an earlier `compatctl demo`", "other": "files compatctl did not write",
+                 "compare": "an earlier `compatctl compare`"}
 
 
 def _check_folder_contents(output: Output) -> None:
