@@ -80,14 +80,16 @@ def embedding_matrix(column, where: str, first_row: int, dim: int | None, name: 
     return matrix.astype(np.float32, copy=False)
 
 
-def id_values(column, where: str, name: str, role: str) -> np.ndarray:
-    """An id/label column as int64 or text values (nulls refused)."""
+def id_values(column, where: str, name: str, role: str, first_row: int | None = None) -> np.ndarray:
+    """An id/label column as int64 or text values (nulls refused, naming the table row when
+    ``first_row``, the row of the column's first value, is known)."""
     import pyarrow as pa
 
     if column.null_count:
         chunked = column if isinstance(column, pa.ChunkedArray) else pa.chunked_array([column])
         row = int(np.flatnonzero(np.asarray(chunked.is_null()))[0])
-        raise BadInputError(f"{where}: column {name!r} ({role}) is null at row {row} of this batch; give every row a value")
+        at = f"row {row} of this batch" if first_row is None else f"row {first_row + row}"
+        raise BadInputError(f"{where}: column {name!r} ({role}) is null at {at}; give every row a value")
     values = column.to_numpy(zero_copy_only=False)
     if values.dtype == object:
         values = np.array(values.tolist(), dtype=str) if len(values) else np.zeros(0, "U1")
@@ -227,9 +229,9 @@ class ParquetSource(EmbeddingSource):
         get = lambda role: table.column(self.names[role]) if self.names[role] in names else None  # noqa: E731
         rows = table.num_rows
         embeddings = embedding_matrix(get("embedding"), where, first_row, self.dim, self.names["embedding"])
-        ids = id_values(get("id"), where, self.names["id"], "id") if self._present["id"] else \
+        ids = id_values(get("id"), where, self.names["id"], "id", first_row) if self._present["id"] else \
             np.arange(first_row, first_row + rows, dtype=np.int64)
-        labels = id_values(get("label"), where, self.names["label"], "label") if self.has_labels else None
+        labels = id_values(get("label"), where, self.names["label"], "label", first_row) if self.has_labels else None
         provenance = uncertainty = None
         if self._present["provenance"]:
             provenance = np.asarray(get("provenance").to_numpy(zero_copy_only=False))
@@ -288,14 +290,15 @@ class ParquetSource(EmbeddingSource):
             return getattr(self.read_range(*self.segment_bounds(segment)), name)
         if not self._present[role]:
             return np.arange(self.rows, dtype=np.int64) if role == "id" else None
-        parts = []
+        parts, start = [], 0
         for file, handle in zip(self._files, self._handles):
             for group in range(handle.metadata.num_row_groups):  # row group by row group, as in _stream
                 column = handle.read_row_group(group, columns=[self.names[role]], use_threads=False).column(0)
                 if role in ("id", "label", "versions"):
-                    parts.append(id_values(column, str(file), self.names[role], role.rstrip("s")))
+                    parts.append(id_values(column, str(file), self.names[role], role.rstrip("s"), start))
                 else:
                     parts.append(np.asarray(column.to_numpy(zero_copy_only=False)))
+                start += len(column)
         values = np.concatenate(parts) if len(parts) != 1 else parts[0]
         if segment is not None:
             values = values[slice(*self.segment_bounds(segment))]
