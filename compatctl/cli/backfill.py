@@ -16,7 +16,8 @@ STAGES = {"side-info": "merge side-info", "scan": "order rows", "merge": "merge 
 @app.command("backfill")
 @guard
 def backfill_cli(
-    gallery: Path = typer.Argument(..., help="Old-model gallery embeddings (set directory, .npz or .safetensors)."),
+    gallery: Path = typer.Argument(..., help="Old-model gallery embeddings (set, .npz/.safetensors, .parquet, "
+                                 ".npy folder or faiss index)."),
     transform: list[Path] = typer.Option(..., "--transform", help="Transform written by fit-transform; repeat it "
                                          "for a chain v1 → v2 → v3 (applied in order, links checked)."),
     out: Path | None = typer.Option(None, "--out", help="NEW_GALLERY directory to write (or continue)."),

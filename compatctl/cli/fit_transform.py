@@ -12,7 +12,8 @@ from compatctl.cli._util import app, config_keys_command, console, err_console, 
 @app.command("fit-transform", cls=config_keys_command("compatctl.transform.config:TransformConfig"))
 @guard
 def fit_transform_cli(
-    old_embeddings: Path = typer.Argument(..., help="Old-model embeddings (set directory, .npz or .safetensors)."),
+    old_embeddings: Path = typer.Argument(..., help="Old-model embeddings (set, .npz/.safetensors, .parquet, .npy "
+                                        "folder or faiss index)."),
     new_embeddings: Path = typer.Argument(..., help="New-model embeddings of the same items (matched by id)."),
     out: Path = typer.Option(..., "--out", help="Transform file to write (.safetensors)."),
     side_info: Path | None = typer.Option(None, "--side-info", help="Side-info embeddings covering the old ids."),
