@@ -88,7 +88,7 @@ class NpyFolderSource(EmbeddingSource):
         files = self._metadata_files()
         required = {"id"} if self._lenient else set(explicit)
         self._metadata_columns: list[str] = []
-        self.missing_roles = {role for role in explicit if role not in required}
+        self.missing_roles = {role for role in explicit if role not in required and role != "embedding"}
         if not files:
             if explicit.keys() & required:
                 raise BadInputError(f"{self.path}: --columns names metadata columns, but there is no "

@@ -397,7 +397,7 @@ def check_named_columns(columns: dict[str, str] | None, sources: dict[str, Embed
     opened = {name: source for name, source in sources.items() if hasattr(source, "missing_roles")}
     if not columns or not opened:
         return
-    for role in columns:
+    for role in [role for role in columns if role not in ("embedding", "id")]:  # those two: required where named
         if all(role in source.missing_roles for source in opened.values()):
             shown = "; ".join(f"{name} {source.path} (columns: {', '.join(source.column_list())})"
                               for name, source in opened.items())

@@ -135,3 +135,29 @@ def test_another_embedding_column_of_the_same_file_is_another_gallery(runner, wo
                        "embedding=vector2,id=doc_id,label=cls")
     assert result.exit_code == 0, text
     assert np.abs(read_set(tmp_path / "out2").embeddings - first).max() > 1e-3
+
+
+def test_npy_folder_metadata_and_parquet_share_one_mapping(runner, world, tmp_path):
+    """An .npy gallery whose metadata names ids doc_id and labels cls, new rows in a renamed Parquet table."""
+    from compatctl.store.export import export
+
+    gallery = tmp_path / "g-npy"
+    export(open_embeddings(world.gallery), gallery, target="npy", shard_rows=100)
+    for file in sorted((gallery / "metadata").glob("*.parquet")):
+        table = pq.read_table(file)
+        pq.write_table(table.rename_columns([{"id": "doc_id", "label": "cls"}.get(n, n) for n in table.schema.names]),
+                       file)
+    new = renamed_parquet(tmp_path / "new.parquet", world.new_set, text_ids=False)
+    reference, out = tmp_path / "ref", tmp_path / "out"
+    options = ["--budget", "0.3", "--order", "norm"]
+    result, text = run(runner, world.gallery, world.linear, reference, *options, "--new-embeddings", str(world.new_set))
+    assert result.exit_code == 0, text
+    result, text = run(runner, gallery, world.linear, out, *options, "--new-embeddings", str(new), "--columns", MAPPING)
+    assert result.exit_code == 0, text
+    expected, got = read_set(reference), read_set(out)
+    np.testing.assert_array_equal(got.ids, expected.ids)
+    np.testing.assert_array_equal(got.labels, expected.labels)
+    np.testing.assert_allclose(got.embeddings, expected.embeddings, atol=1e-6)
+    # without the mapping the metadata has no 'id' column: row numbers, which --new-embeddings lacks
+    result, text = run(runner, gallery, world.linear, tmp_path / "bad", *options, "--new-embeddings", str(world.new_set))
+    assert result.exit_code == 2 and f"--new-embeddings {world.new_set}: lacks 90 gallery ids" in text, text
