@@ -4,7 +4,8 @@ A table holds one row per item: an ``embedding`` column (``list<float>``, ``larg
 ``fixed_size_list`` of float16/float32/float64), an ``id`` column (integers or strings; absent:
 row numbers), and optionally ``label`` (integers or strings), ``provenance`` (0/1/2) and
 ``uncertainty`` (float), and ``versions`` (strings: each row's model fingerprint, read only by
-``backfill`` through ``column("versions")``). Other column names are mapped with ``--columns embedding=vector,id=doc_id``.
+``backfill`` through ``column("versions")``). Other column names are mapped with
+``--columns embedding=vector,id=doc_id``.
 A path is one ``.parquet`` file or a folder whose ``.parquet`` files (recursively, sorted by
 path, hidden and ``_``-prefixed names skipped) are read as one table. compatctl metadata (model
 fingerprint, lineage) travels in the schema metadata under the key ``compatctl``.
@@ -313,8 +314,9 @@ class ParquetSource(EmbeddingSource):
 
     def facts(self) -> dict:
         return {"files": len(self._files), "row_groups": len(self._groups),
-                "columns": {role: self.names[role] for role in ("embedding", "id", "label", "provenance", "uncertainty",
-                                                                "versions") if role == "embedding" or self._present[role]}}
+                "columns": {role: self.names[role] for role in ("embedding", "id", "label", "provenance",
+                                                                "uncertainty", "versions")
+                            if role == "embedding" or self._present[role]}}
 
 
 def write_parquet(out: Path, source: EmbeddingSource, *, dtype: str = "float32", block_rows: int = 65536,

@@ -159,5 +159,6 @@ def test_npy_folder_metadata_and_parquet_share_one_mapping(runner, world, tmp_pa
     np.testing.assert_array_equal(got.labels, expected.labels)
     np.testing.assert_allclose(got.embeddings, expected.embeddings, atol=1e-6)
     # without the mapping the metadata has no 'id' column: row numbers, which --new-embeddings lacks
-    result, text = run(runner, gallery, world.linear, tmp_path / "bad", *options, "--new-embeddings", str(world.new_set))
+    result, text = run(runner, gallery, world.linear, tmp_path / "bad", *options,
+                       "--new-embeddings", str(world.new_set))
     assert result.exit_code == 2 and f"--new-embeddings {world.new_set}: lacks 90 gallery ids" in text, text
