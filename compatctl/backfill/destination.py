@@ -37,8 +37,11 @@ def _check_lineage(out: Path, previous: dict | None, lineage: dict) -> None:
                             "choose another --out (GALLERY is never overwritten)")
     for key, what in LINEAGE.items():
         if previous.get(key) != lineage.get(key):
+            path = previous.get(key.replace('_fingerprint', ''))
+            same = path is not None and path == lineage.get(key.replace('_fingerprint', ''))
+            note = ": same path, other content or --columns" if same else ""
             raise BadInputError(f"--out {out}: holds a NEW_GALLERY made from another {what} "
-                                f"({previous.get(key.replace('_fingerprint', '')) or previous.get(key)}); "
+                                f"({path or previous.get(key)}{note}); "
                                 "choose another --out or delete it to start over")
     if (previous.get("shard_rows"), previous.get("rows")) != (lineage["shard_rows"], lineage["rows"]):
         raise BadInputError(f"--out {out}: its shard layout differs from GALLERY's; choose another --out")

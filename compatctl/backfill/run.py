@@ -28,6 +28,7 @@ from compatctl.backfill.rows import GalleryShards, RowSpill, content_fingerprint
 from compatctl.backfill.sources import new_row_source
 from compatctl.errors import BadInputError
 from compatctl.store import PROVENANCE, EmbeddingBlock, EmbeddingSetWriter, open_embeddings
+from compatctl.store.sources import check_columns_apply, check_named_columns
 from compatctl.store.outputs import remove_stale_scratch
 
 NATIVE, TRANSFORMED, BACKFILLED = (PROVENANCE.index(name) for name in ("native", "transformed", "backfilled"))
@@ -57,13 +58,16 @@ class Inputs:
                 "rows": self.shards.rows, "shard_rows": self.shards.shard_rows}
 
 
-def open_inputs(gallery_path, transform_path, *, side_info_path, force: bool, block_rows: int) -> Inputs:
-    """Open GALLERY, the transform and side-info; check they fit together (BadInputError if not)."""
+def open_inputs(gallery_path, transform_path, *, side_info_path, force: bool, block_rows: int,
+                columns: dict | None = None) -> Inputs:
+    """Open GALLERY, the transform and side-info (``columns``: --columns, for those that have columns);
+    check they fit together (BadInputError if not)."""
     from compatctl.transform import check_compatible, load_transform
     from compatctl.transform.chain import open_chain, read_versions
 
-    gallery = open_embeddings(gallery_path)
-    side_info = open_embeddings(side_info_path) if side_info_path is not None else None
+    gallery = open_embeddings(gallery_path, columns, shared_columns=True)
+    side_info = open_embeddings(side_info_path, columns, shared_columns=True) if side_info_path is not None else None
+    check_named_columns(columns, {"GALLERY": gallery, "--side-info": side_info})
     paths = list(transform_path) if isinstance(transform_path, (list, tuple)) else [transform_path]
     if len(paths) > 1 or read_versions(gallery) is not None:  # a chain, or rows of several versions
         transform, warnings = open_chain(paths, gallery, force=force, side_info_source=side_info)
@@ -156,7 +160,8 @@ def _count(progress: Progress | None, stage: str, total: int) -> Callable[[int],
 def backfill(gallery_path, transform_path, out, *, budget: float = 0.0, order: str = "random", seed: int = 0,
              side_info_path=None, new_model=None, data: str | None = None, new_embeddings=None,
              part: tuple[int, int] = (1, 1), force: bool = False, plan_only: bool = False, plan_path=None,
-             block_rows: int = DEFAULT_BLOCK_ROWS, progress: Progress | None = None) -> dict:
+             block_rows: int = DEFAULT_BLOCK_ROWS, columns: dict | None = None,
+             progress: Progress | None = None) -> dict:
     """Apply a transform to GALLERY and backfill a budget of its rows with new-model embeddings.
 
     Every GALLERY row appears once in NEW_GALLERY (``out``), same id, label and row order; the
@@ -167,15 +172,18 @@ def backfill(gallery_path, transform_path, out, *, budget: float = 0.0, order: s
     backfilled rows are reused). ``plan_only`` writes the budget's ordered ids to ``plan_path``
     instead. ``transform_path`` may be a list: a chain of transforms applied in order
     (transform/chain.py; also used for a gallery with per-row versions). Returns a summary
-    dict. Raises BadInputError (see the backfill docs).
+    dict. ``columns`` (``--columns``) names the columns of every GALLERY, side-info and new-embeddings
+    input that has columns (Parquet, .npy folders' metadata). Raises BadInputError (see the backfill docs).
     """
     started = time.perf_counter()
     budget_rows(budget, 0)  # validates the fraction before any file is read
+    check_columns_apply(columns, {"GALLERY": gallery_path, "--side-info": side_info_path,
+                                  "--new-embeddings": new_embeddings})
     if not plan_only:
         check_budget(out, budget, force=force)
     cleaned = remove_stale_scratch(Path(out if out is not None else plan_path)) if (out or plan_path) else []
     inputs = open_inputs(gallery_path, transform_path, side_info_path=side_info_path, force=force,
-                         block_rows=block_rows)
+                         block_rows=block_rows, columns=columns)
     rows = budget_rows(budget, inputs.shards.rows)
     _check_options(inputs, order=order, rows=rows, out=out, plan_only=plan_only, plan_path=plan_path)
     scratch = scratch_dir(Path(out if out is not None else plan_path), part)
@@ -184,7 +192,8 @@ def backfill(gallery_path, transform_path, out, *, budget: float = 0.0, order: s
         if plan_only:
             summary = _plan_only(inputs, out, Path(plan_path), **settings)
         else:
-            sources = dict(new_model=new_model, data=data, new_embeddings=new_embeddings, force=force)
+            sources = dict(new_model=new_model, data=data, new_embeddings=new_embeddings, force=force,
+                           columns=columns)
             summary = _backfill(inputs, Path(out), part=part, budget=budget, sources=sources, **settings)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

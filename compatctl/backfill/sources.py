@@ -23,9 +23,10 @@ from compatctl.transform.compat import check_fingerprint
 class MergedNewRows:
     """``--new-embeddings EMB``: rows matched by id, streamed once into a disk spill."""
 
-    def __init__(self, path: Path, transform, *, force: bool, scratch: Path, block_rows: int):
+    def __init__(self, path: Path, transform, *, force: bool, scratch: Path, block_rows: int,
+                 columns: dict | None = None):
         self.path, self.scratch, self.block_rows = Path(path), scratch, block_rows
-        self.source = open_embeddings(path)
+        self.source = open_embeddings(path, columns, shared_columns=True)
         if self.source.dim != transform.new_dim:
             raise BadInputError(f"--new-embeddings {path}: {self.source.dim}-d rows, but the transform maps to "
                                 f"{transform.new_dim}-d; pass embeddings of the transform's new model")
@@ -112,7 +113,7 @@ class EmbeddedNewRows:
 
 
 def new_row_source(*, new_model: Path | None, data: str | None, new_embeddings: Path | None, transform,
-                   force: bool, scratch: Path, block_rows: int):
+                   force: bool, scratch: Path, block_rows: int, columns: dict | None = None):
     """The source of backfilled rows for the options given (exactly one must be chosen)."""
     if (new_model is None) == (new_embeddings is None):
         raise BadInputError("a --budget above 0 needs exactly one of --new-model MODEL (with --data DATA) "
@@ -120,7 +121,8 @@ def new_row_source(*, new_model: Path | None, data: str | None, new_embeddings: 
     if new_embeddings is not None:
         if data is not None:
             raise BadInputError("--data goes with --new-model, not with --new-embeddings; drop --data")
-        return MergedNewRows(new_embeddings, transform, force=force, scratch=scratch, block_rows=block_rows)
+        return MergedNewRows(new_embeddings, transform, force=force, scratch=scratch, block_rows=block_rows,
+                             columns=columns)
     if data is None:
         raise BadInputError("--new-model needs --data DATA: the dataset the gallery was embedded from")
     return EmbeddedNewRows(new_model, data, transform, force=force)

@@ -16,7 +16,8 @@ STAGES = {"side-info": "merge side-info", "scan": "order rows", "merge": "merge 
 @app.command("backfill")
 @guard
 def backfill_cli(
-    gallery: Path = typer.Argument(..., help="Old-model gallery embeddings (set directory, .npz or .safetensors)."),
+    gallery: Path = typer.Argument(..., help="Old-model gallery embeddings (set, .npz/.safetensors, .parquet, "
+                                 ".npy folder or faiss index)."),
     transform: list[Path] = typer.Option(..., "--transform", help="Transform written by fit-transform; repeat it "
                                          "for a chain v1 → v2 → v3 (applied in order, links checked)."),
     out: Path | None = typer.Option(None, "--out", help="NEW_GALLERY directory to write (or continue)."),
@@ -33,6 +34,10 @@ def backfill_cli(
     force: bool = typer.Option(False, "--force", help="Accept model-fingerprint mismatches, and a smaller "
                                "--budget onto an existing NEW_GALLERY (its extra backfilled rows are dropped)."),
     block_rows: int = typer.Option(65536, "--block-rows", min=1, help="Rows read per block."),
+    columns: str | None = typer.Option(None, "--columns", help="Column names of the Parquet inputs (GALLERY, "
+                                       "--new-embeddings, --side-info; .npy folders' metadata): "
+                                       "embedding=vector,id=doc_id,versions=model. One mapping for every input "
+                                       "that has columns; others ignore it."),
     engine: str = engine_option(),
     ray_address: str | None = ray_address_option(),
     workers: int | None = workers_option(),
@@ -53,7 +58,9 @@ def backfill_cli(
     from compatctl.errors import BadInputError
     from compatctl.store import parse_part
     from compatctl.store.outputs import Output, claim_outputs
+    from compatctl.store.sources import parse_columns
 
+    mapping = parse_columns(columns)
     ray = ray_settings_of(engine, ray_address, workers, gpus_per_worker, part=part)
     if ray is not None and plan_only:
         raise BadInputError("--plan-only is one quick pass: drop --engine ray for it")
@@ -67,12 +74,12 @@ def backfill_cli(
             return _print_summary(backfill_on_ray(
                 gallery, transform, out, settings=ray, budget=budget, order=order, seed=seed, side_info_path=side_info,
                 new_model=new_model, data=data, new_embeddings=new_embeddings, force=force, block_rows=block_rows,
-                progress=stage_reporter(progress, STAGES)))
+                columns=mapping, progress=stage_reporter(progress, STAGES)))
     with make_progress() as progress:
         summary = backfill(gallery, transform if len(transform) > 1 else transform[0], out, budget=budget, order=order, seed=seed, side_info_path=side_info,
                            new_model=new_model, data=data, new_embeddings=new_embeddings, part=parse_part(part),
                            force=force, plan_only=plan_only, plan_path=plan, block_rows=block_rows,
-                           progress=stage_reporter(progress, STAGES))
+                           columns=mapping, progress=stage_reporter(progress, STAGES))
     _print_summary(summary)
 
 

@@ -12,7 +12,8 @@ from compatctl.cli._util import app, config_keys_command, console, err_console, 
 @app.command("fit-transform", cls=config_keys_command("compatctl.transform.config:TransformConfig"))
 @guard
 def fit_transform_cli(
-    old_embeddings: Path = typer.Argument(..., help="Old-model embeddings (set directory, .npz or .safetensors)."),
+    old_embeddings: Path = typer.Argument(..., help="Old-model embeddings (set, .npz/.safetensors, .parquet, .npy "
+                                        "folder or faiss index)."),
     new_embeddings: Path = typer.Argument(..., help="New-model embeddings of the same items (matched by id)."),
     out: Path = typer.Option(..., "--out", help="Transform file to write (.safetensors)."),
     side_info: Path | None = typer.Option(None, "--side-info", help="Side-info embeddings covering the old ids."),
@@ -20,6 +21,9 @@ def fit_transform_cli(
     overrides: list[str] | None = typer.Argument(None, help="key=value overrides, e.g. kind=linear uncertainty=true"),
     force: bool = typer.Option(False, "--force", help="Replace an existing --out that is not a transform, or "
                                "one fitted on other embeddings."),
+    columns: str | None = typer.Option(None, "--columns", help="Column names of the Parquet inputs (.npy folders' "
+                                       "metadata): embedding=vector,id=doc_id,label=cls. One mapping for every input "
+                                       "that has columns; others ignore it."),
 ) -> None:
     """Fit a forward transform old (+ side-info) -> new (kinds: auto, linear, procrustes, mlp).
 
@@ -33,8 +37,10 @@ def fit_transform_cli(
     Example: compatctl fit-transform runs/old-emb runs/new-emb --out runs/h.safetensors uncertainty=true
     """
     from compatctl.store.outputs import Output, claim_outputs, model_fingerprint_of
+    from compatctl.store.sources import parse_columns
     from compatctl.transform import fit_transform, load_transform_config
 
+    mapping = parse_columns(columns)
     claim_outputs([Output(out, "transform")], inputs=[old_embeddings, new_embeddings, side_info, config], force=force,
                   lineage={"old_fingerprint": model_fingerprint_of(old_embeddings),
                            "new_fingerprint": model_fingerprint_of(new_embeddings)})
@@ -42,7 +48,7 @@ def fit_transform_cli(
     with make_progress() as progress:
         task = progress.add_task(f"fit {cfg.kind}", total=cfg.epochs if cfg.kind in ("mlp", "auto") else 1, rate="")
         report = fit_transform(old_embeddings, new_embeddings, out, side_info_path=side_info, config=cfg,
-                               progress=lambda event: _show(progress, task, event))
+                               columns=mapping, progress=lambda event: _show(progress, task, event))
         progress.update(task, completed=progress.tasks[0].total)
     for note in report["notes"]:
         err_console.print(f"note: {note}")

@@ -210,7 +210,8 @@ def backfill_on_ray(gallery_path, transform_path, out, *, settings: RaySettings,
     from compatctl.store import open_embeddings
 
     started = time.perf_counter()
-    shards = len(getattr(open_embeddings(gallery_path), "shards", [None]))
+    gallery = open_embeddings(gallery_path, options.get("columns"), shared_columns=True)
+    shards = len(getattr(gallery, "shards", [None]))
     call = functools.partial(backfill, gallery_path, transform_path, out, **options)
     started_here = connect(settings)
     try:

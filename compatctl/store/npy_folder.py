@@ -36,8 +36,9 @@ class NpyFolderSource(EmbeddingSource):
 
     format = "npy-folder"
 
-    def __init__(self, path: Path, columns: dict[str, str] | None = None):
-        self.path = Path(path)
+    def __init__(self, path: Path, columns: dict[str, str] | None = None, *, lenient: bool = False):
+        """``lenient``: as for :class:`~compatctl.store.parquet.ParquetSource` (only a named ``id`` is required)."""
+        self.path, self._lenient = Path(path), lenient
         self.names = column_names(columns)
         folder = self.path / EMBEDDING_FOLDER if (self.path / EMBEDDING_FOLDER).is_dir() else self.path
         self._shards = sorted((p for p in folder.glob("*.npy") if p.is_file()), key=natural_key)
@@ -85,8 +86,11 @@ class NpyFolderSource(EmbeddingSource):
 
     def _read_metadata(self, explicit: dict):
         files = self._metadata_files()
+        required = {"id"} if self._lenient else set(explicit)
+        self._metadata_columns: list[str] = []
+        self.missing_roles = {role for role in explicit if role not in required and role != "embedding"}
         if not files:
-            if explicit:
+            if explicit.keys() & required:
                 raise BadInputError(f"{self.path}: --columns names metadata columns, but there is no "
                                     f"{METADATA_FOLDER}/ folder of .parquet files")
             return np.arange(self.rows, dtype=np.int64), None, None, None
@@ -99,10 +103,12 @@ class NpyFolderSource(EmbeddingSource):
             if index == 0:
                 self._header_from(handle.schema_arrow.metadata or {})
             have = handle.schema_arrow.names
+            self._metadata_columns = self._metadata_columns or list(have)
             if handle.metadata.num_rows != matrix[0]:
                 raise BadInputError(f"{file}: {handle.metadata.num_rows} metadata rows but {self._shards[index].name} "
                                     f"holds {matrix[0]} embeddings; metadata must match its shard row for row")
-            missing = [self.names[r] for r in explicit if r in columns and self.names[r] not in have]
+            missing = [self.names[r] for r in explicit if r in columns and r in required and self.names[r] not in have]
+            self.missing_roles &= {r for r in explicit if self.names[r] not in have}
             if missing:
                 raise BadInputError(f"{file}: no column {', '.join(map(repr, missing))} (columns: {', '.join(have)}); "
                                     "name the right ones with --columns id=COL,label=COL")
@@ -134,6 +140,10 @@ class NpyFolderSource(EmbeddingSource):
             provenance = provenance.astype(np.uint8)
         uncertainty = None if merged["uncertainty"] is None else merged["uncertainty"].astype(np.float32)
         return ids, merged["label"], provenance, uncertainty
+
+    def column_list(self) -> list[str]:
+        """The metadata columns (for messages; none without metadata)."""
+        return self._metadata_columns or ["(no metadata)"]
 
     def _header_from(self, metadata: dict) -> None:
         import json

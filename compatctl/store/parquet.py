@@ -3,7 +3,9 @@
 A table holds one row per item: an ``embedding`` column (``list<float>``, ``large_list`` or
 ``fixed_size_list`` of float16/float32/float64), an ``id`` column (integers or strings; absent:
 row numbers), and optionally ``label`` (integers or strings), ``provenance`` (0/1/2) and
-``uncertainty`` (float). Other column names are mapped with ``--columns embedding=vector,id=doc_id``.
+``uncertainty`` (float), and ``versions`` (strings: each row's model fingerprint, read only by
+``backfill`` through ``column("versions")``). Other column names are mapped with
+``--columns embedding=vector,id=doc_id``.
 A path is one ``.parquet`` file or a folder whose ``.parquet`` files (recursively, sorted by
 path, hidden and ``_``-prefixed names skipped) are read as one table. compatctl metadata (model
 fingerprint, lineage) travels in the schema metadata under the key ``compatctl``.
@@ -79,14 +81,16 @@ def embedding_matrix(column, where: str, first_row: int, dim: int | None, name: 
     return matrix.astype(np.float32, copy=False)
 
 
-def id_values(column, where: str, name: str, role: str) -> np.ndarray:
-    """An id/label column as int64 or text values (nulls refused)."""
+def id_values(column, where: str, name: str, role: str, first_row: int | None = None) -> np.ndarray:
+    """An id/label column as int64 or text values (nulls refused, naming the table row when
+    ``first_row``, the row of the column's first value, is known)."""
     import pyarrow as pa
 
     if column.null_count:
         chunked = column if isinstance(column, pa.ChunkedArray) else pa.chunked_array([column])
         row = int(np.flatnonzero(np.asarray(chunked.is_null()))[0])
-        raise BadInputError(f"{where}: column {name!r} ({role}) is null at row {row} of this batch; give every row a value")
+        at = f"row {row} of this batch" if first_row is None else f"row {first_row + row}"
+        raise BadInputError(f"{where}: column {name!r} ({role}) is null at {at}; give every row a value")
     values = column.to_numpy(zero_copy_only=False)
     if values.dtype == object:
         values = np.array(values.tolist(), dtype=str) if len(values) else np.zeros(0, "U1")
@@ -98,10 +102,14 @@ class ParquetSource(EmbeddingSource):
 
     format = "parquet"
 
-    def __init__(self, path: Path, columns: dict[str, str] | None = None):
+    def __init__(self, path: Path, columns: dict[str, str] | None = None, *, lenient: bool = False):
+        """``lenient``: ``columns`` is one mapping shared by several inputs; optional roles it names
+        (label, provenance, uncertainty, versions) that this table lacks are absent, not an error
+        (they are listed in ``missing_roles``)."""
         pa, pq = _pyarrow()
         self.path = Path(path)
         self.names = column_names(columns)
+        self._explicit, self._lenient = set(columns or {}), lenient
         self._files = parquet_files(self.path)
         self._handles = []
         for file in self._files:
@@ -133,8 +141,10 @@ class ParquetSource(EmbeddingSource):
 
         have = schema.names
         emb = self.names["embedding"]
-        missing = [self.names[role] for role in ("embedding", "id", "label") if
+        required = ("embedding", "id") if self._lenient else ("embedding", "id", "label", "provenance", "uncertainty")
+        missing = [self.names[role] for role in required if
                    (role == "embedding" or role in explicit) and self.names[role] not in have]
+        self.missing_roles = {role for role in explicit if role not in required and self.names[role] not in have}
         if missing:
             raise BadInputError(f"{file}: no column {', '.join(map(repr, missing))} (columns: {', '.join(have)}); "
                                 "name the right ones with --columns embedding=COL,id=COL,label=COL")
@@ -144,7 +154,8 @@ class ParquetSource(EmbeddingSource):
             raise BadInputError(f"{file}: column {emb!r} is {kind}; expected a list of float16/float32/float64 "
                                 "(list<float> or fixed_size_list<float>)")
         self.dtype = FLOATS[str(kind.value_type)]
-        self._present = {role: self.names[role] in have for role in ("id", "label", "provenance", "uncertainty")}
+        self._present = {role: self.names[role] in have for role in ("id", "label", "provenance", "uncertainty",
+                                                                      "versions")}
         self.has_labels = self._present["label"]
         self.has_uncertainty = self._present["uncertainty"]
         self.id_type = self._text_or_int(file, schema, "id") if self._present["id"] else INT64
@@ -162,7 +173,7 @@ class ParquetSource(EmbeddingSource):
         raise BadInputError(f"{file}: column {self.names[role]!r} ({role}) is {kind}; use integers or strings")
 
     def _check_same(self, file: Path, schema, first) -> None:
-        for role in ("embedding", "id", "label", "provenance", "uncertainty"):
+        for role in ("embedding", "id", "label", "provenance", "uncertainty", "versions"):
             name = self.names[role]
             if (name in first.names) != (name in schema.names) or \
                     (name in first.names and schema.field(name).type != first.field(name).type):
@@ -219,9 +230,9 @@ class ParquetSource(EmbeddingSource):
         get = lambda role: table.column(self.names[role]) if self.names[role] in names else None  # noqa: E731
         rows = table.num_rows
         embeddings = embedding_matrix(get("embedding"), where, first_row, self.dim, self.names["embedding"])
-        ids = id_values(get("id"), where, self.names["id"], "id") if self._present["id"] else \
+        ids = id_values(get("id"), where, self.names["id"], "id", first_row) if self._present["id"] else \
             np.arange(first_row, first_row + rows, dtype=np.int64)
-        labels = id_values(get("label"), where, self.names["label"], "label") if self.has_labels else None
+        labels = id_values(get("label"), where, self.names["label"], "label", first_row) if self.has_labels else None
         provenance = uncertainty = None
         if self._present["provenance"]:
             provenance = np.asarray(get("provenance").to_numpy(zero_copy_only=False))
@@ -271,29 +282,40 @@ class ParquetSource(EmbeddingSource):
 
     def column(self, name: str, segment: int | None = None, verify: bool = True) -> np.ndarray | None:
         role = {"ids": "id", "labels": "label"}.get(name, name)
+        if role == "versions" and not self._present[role] and role in self._explicit:
+            raise BadInputError(f"{self._files[0]}: no column {self.names[role]!r} (columns: "
+                                f"{', '.join(self._schema.names)}); name the right one with --columns versions=COL")
         if role not in self._present:
             return None
-        if segment is not None:
+        if segment is not None and role != "versions":  # versions are not a block field: read whole, then sliced
             return getattr(self.read_range(*self.segment_bounds(segment)), name)
         if not self._present[role]:
             return np.arange(self.rows, dtype=np.int64) if role == "id" else None
-        parts = []
+        parts, start = [], 0
         for file, handle in zip(self._files, self._handles):
             for group in range(handle.metadata.num_row_groups):  # row group by row group, as in _stream
                 column = handle.read_row_group(group, columns=[self.names[role]], use_threads=False).column(0)
-                if role in ("id", "label"):
-                    parts.append(id_values(column, str(file), self.names[role], role))
+                if role in ("id", "label", "versions"):
+                    parts.append(id_values(column, str(file), self.names[role], role.rstrip("s"), start))
                 else:
                     parts.append(np.asarray(column.to_numpy(zero_copy_only=False)))
+                start += len(column)
         values = np.concatenate(parts) if len(parts) != 1 else parts[0]
+        if segment is not None:
+            values = values[slice(*self.segment_bounds(segment))]
         return values.astype(np.uint8) if role == "provenance" else values
 
     def files(self) -> list[Path]:
         return list(self._files)
 
+    def column_list(self) -> list[str]:
+        """The table's column names (for messages)."""
+        return list(self._schema.names)
+
     def facts(self) -> dict:
         return {"files": len(self._files), "row_groups": len(self._groups),
-                "columns": {role: self.names[role] for role in ("embedding", "id", "label", "provenance", "uncertainty")
+                "columns": {role: self.names[role] for role in ("embedding", "id", "label", "provenance",
+                                                                "uncertainty", "versions")
                             if role == "embedding" or self._present[role]}}
 
 

@@ -40,9 +40,9 @@ from compatctl.store.blocks import EmbeddingBlock, IdIndex
 from compatctl.store.columns import INT64, column_type
 
 DEFAULT_SEGMENT_ROWS = 65536
-COLUMN_ROLES = ("embedding", "id", "label", "provenance", "uncertainty")
+COLUMN_ROLES = ("embedding", "id", "label", "provenance", "uncertainty", "versions")
 DEFAULT_COLUMNS = {"embedding": "embedding", "id": "id", "label": "label", "provenance": "provenance",
-                   "uncertainty": "uncertainty"}
+                   "uncertainty": "uncertainty", "versions": "versions"}  # versions: backfill's per-row model
 
 
 class EmbeddingSource(abc.ABC):
@@ -154,9 +154,20 @@ class EmbeddingSource(abc.ABC):
         if sums is None:
             files = self.files()
             if len(files) == 1:
-                return file_sha256(files[0])[:16]
+                return self._with_columns(file_sha256(files[0])[:16])
             sums = [file_sha256(file) for file in files]
         facts = {"rows": int(self.rows), "dim": int(self.dim), "shards": sums}
+        fingerprint = hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:16]
+        return self._with_columns(fingerprint)
+
+    def _with_columns(self, fingerprint: str) -> str:
+        """Mix renamed columns (``--columns``) into a fingerprint: one file read through two mappings
+        (say two embedding columns) is two contents. Default names leave the fingerprint as it was."""
+        renamed = {role: name for role, name in (getattr(self, "names", None) or {}).items()
+                   if DEFAULT_COLUMNS.get(role) != name}
+        if not renamed:
+            return fingerprint
+        facts = {"content": fingerprint, "columns": renamed}
         return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:16]
 
     def check(self, *, quick: bool = False, progress=None) -> dict:
@@ -255,7 +266,8 @@ def require_extra(module: str, extra: str, what: str):
 @dataclasses.dataclass(frozen=True)
 class Format:
     """A format compatctl reads: ``claims(path)`` decides from the path alone (no library imported),
-    ``open(path, columns)`` returns the source."""
+    ``open(path, columns)`` returns the source (a format that takes columns also takes ``lenient=True``:
+    see :func:`open_embeddings`'s ``shared_columns``)."""
 
     name: str
     description: str
@@ -288,16 +300,16 @@ def _open_file(path: Path, columns) -> EmbeddingSource:
     return EmbeddingFile(path)
 
 
-def _open_parquet(path: Path, columns) -> EmbeddingSource:
+def _open_parquet(path: Path, columns, **options) -> EmbeddingSource:
     from compatctl.store.parquet import ParquetSource
 
-    return ParquetSource(path, columns)
+    return ParquetSource(path, columns, **options)
 
 
-def _open_npy_folder(path: Path, columns) -> EmbeddingSource:
+def _open_npy_folder(path: Path, columns, **options) -> EmbeddingSource:
     from compatctl.store.npy_folder import NpyFolderSource
 
-    return NpyFolderSource(path, columns)
+    return NpyFolderSource(path, columns, **options)
 
 
 def _open_faiss(path: Path, columns) -> EmbeddingSource:
@@ -330,13 +342,18 @@ def format_of(path: Path | str) -> Format | None:
     return next((fmt for fmt in FORMATS if fmt.claims(path)), None)
 
 
-def open_embeddings(path: Path | str, columns: dict[str, str] | None = None) -> EmbeddingSource:
+def open_embeddings(path: Path | str, columns: dict[str, str] | None = None, *,
+                    shared_columns: bool = False) -> EmbeddingSource:
     """Open any embedding source compatctl reads, the format chosen by the path.
 
     Args:
         path: a compatctl set folder, .npz/.safetensors, .parquet file or folder, .npy shard folder,
             or faiss index file.
         columns: Parquet/metadata column names by role (``{"embedding": "vector", "id": "doc_id"}``).
+        shared_columns: ``columns`` were given once for several inputs (backfill, fit-transform):
+            a format without columns ignores them instead of refusing them, and a named optional
+            column (label, provenance, uncertainty, versions) that this input lacks is absent
+            rather than an error (see :func:`check_columns_apply` and :func:`check_named_columns`).
     """
     path = Path(path)
     if not path.exists():
@@ -347,12 +364,45 @@ def open_embeddings(path: Path | str, columns: dict[str, str] | None = None) -> 
         raise BadInputError(f"{path}: unsupported embeddings file; use an embedding-set directory, .npz, "
                             ".safetensors, .parquet (file or folder), a folder of .npy shards, or a faiss index "
                             f"({', '.join(FAISS_SUFFIXES)})")
+    if columns and not fmt.takes_columns and shared_columns:
+        columns = None
     if columns and not fmt.takes_columns:
         raise BadInputError(f"--columns applies to Parquet tables and .npy folders' metadata, not to {path} "
                             f"({fmt.name}); drop --columns")
-    source = fmt.open(path, columns)
+    source = fmt.open(path, columns, lenient=True) if columns and shared_columns else fmt.open(path, columns)
     source.format = fmt.name
     return source
+
+
+def check_columns_apply(columns: dict[str, str] | None, inputs: dict[str, Path | str | None]) -> None:
+    """``--columns`` given once for several inputs (``{"GALLERY": path, "--side-info": path, ...}``)
+    must fit at least one of them: BadInputError naming the inputs when none has columns.
+
+    Inputs that have columns (Parquet, .npy folders' metadata) all read them; others ignore them.
+    """
+    if not columns:
+        return
+    given = {name: Path(path) for name, path in inputs.items() if path is not None}
+    formats = {name: format_of(path) for name, path in given.items() if path.exists()}
+    if formats and len(formats) == len(given) and not any(fmt is not None and fmt.takes_columns
+                                                          for fmt in formats.values()):
+        shown = ", ".join(f"{name} {path}" for name, path in given.items())
+        raise BadInputError(f"--columns applies to Parquet tables and .npy folders' metadata, and none of the "
+                            f"inputs is one ({shown}); drop --columns")
+
+
+def check_named_columns(columns: dict[str, str] | None, sources: dict[str, EmbeddingSource | None]) -> None:
+    """After opening inputs with ``shared_columns``: every optional column ``columns`` names must be in
+    at least one of ``sources`` that has columns (a typo is refused, listing the columns they have)."""
+    opened = {name: source for name, source in sources.items() if hasattr(source, "missing_roles")}
+    if not columns or not opened:
+        return
+    for role in [role for role in columns if role not in ("embedding", "id")]:  # those two: required where named
+        if all(role in source.missing_roles for source in opened.values()):
+            shown = "; ".join(f"{name} {source.path} (columns: {', '.join(source.column_list())})"
+                              for name, source in opened.items())
+            raise BadInputError(f"--columns {role}={columns[role]}: no column {columns[role]!r} in {shown}; "
+                                f"name the right column, or drop {role}= from --columns")
 
 
 def provenance_counts(source: EmbeddingSource) -> dict[str, int]:

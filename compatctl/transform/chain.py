@@ -8,7 +8,8 @@ single transform). Errors name the link and both fingerprints.
 A **mixed-version gallery** holds rows embedded by different models of the series, e.g. most
 rows still v1, some already v2. Each row's model is its *version*: a text column ``versions``
 (model fingerprints) in a single-file gallery (``.npz``/``.safetensors``; as ``versions_utf8``
-bytes in safetensors, see store/columns.py) or in every shard of an embedding set. One pass
+bytes in safetensors, see store/columns.py), in every shard of an embedding set, or a string
+column of a Parquet gallery (``versions``, or the name given by ``--columns versions=COL``). One pass
 brings every row to the chain's newest model: a row at the old model of link i goes through
 links i, i+1, ...; a row already at the newest model is kept as it is (provenance native). A
 row whose version starts no link is refused (exit 2), naming it. Rows narrower than the
@@ -131,7 +132,11 @@ def read_versions(gallery) -> np.ndarray | None:
     from compatctl.store import EmbeddingSet, load_arrays
     from compatctl.store.columns import read_text_or_int
 
-    if isinstance(gallery, EmbeddingSet):
+    if getattr(gallery, "format", None) == "parquet":  # a string column, named by --columns versions=COL
+        versions = gallery.column("versions")
+        if versions is None:
+            return None
+    elif isinstance(gallery, EmbeddingSet):
         parts = [gallery.read_column(index, "versions") for index in range(len(gallery.shards))]
         if all(part is None for part in parts):
             return None
@@ -145,7 +150,7 @@ def read_versions(gallery) -> np.ndarray | None:
                 arrays = {name: data[name] for name in data.files if name.startswith("versions")}
         elif path.suffix == ".safetensors":
             arrays = load_arrays(path)
-        else:  # Parquet, .npy folders, faiss indexes: per-row versions are not read from them (docs/backfill.md)
+        else:  # .npy folders, faiss indexes: per-row versions are not read from them (docs/backfill.md)
             return None
         versions = read_text_or_int(arrays, "versions")
         if versions is None:

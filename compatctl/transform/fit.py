@@ -156,7 +156,7 @@ FITTERS: dict[str, Callable] = {"auto": fit_auto, "linear": fit_linear_kind, "pr
 
 
 def fit_transform(old_path, new_path, out, *, side_info_path=None, config: TransformConfig | None = None,
-                  progress: Callable[[dict], None] | None = None) -> dict:
+                  progress: Callable[[dict], None] | None = None, columns: dict | None = None) -> dict:
     """Fit a transform old (+ side-info) -> new on id-matched rows and write it to ``out``.
 
     Args:
@@ -164,6 +164,8 @@ def fit_transform(old_path, new_path, out, *, side_info_path=None, config: Trans
         out: the transform artifact (.safetensors) to write.
         side_info_path: optional side-info embeddings covering every id of the old set.
         config: a TransformConfig (defaults when None).
+        columns: Parquet/.npy-metadata column names by role (``--columns``), applied to every input
+            that has columns (others ignore them).
         progress: optional callable receiving event dicts ({"event": "epoch", "epoch", "epochs",
             "loss", "val"} during mlp training; "val" holds the epoch's validation scores).
     Returns a report: matched rows, the kind chosen, the candidates' scores, metrics on the
@@ -174,7 +176,7 @@ def fit_transform(old_path, new_path, out, *, side_info_path=None, config: Trans
     config = config or TransformConfig()
     check_combination(config)
     started = time.perf_counter()
-    sources = pair_by_id(old_path, new_path, side_info_path, min_matched=config.min_matched)
+    sources = pair_by_id(old_path, new_path, side_info_path, min_matched=config.min_matched, columns=columns)
     config, notes = _resolve_labels(config, sources.pairs, new_path)
     train_index, val_index = split_validation(len(sources.pairs), config.validation_fraction, config.seed)
     train, validation = sources.pairs.take(train_index), sources.pairs.take(val_index)

@@ -14,6 +14,7 @@ import numpy as np
 from compatctl.errors import BadInputError
 from compatctl.store import EmbeddingBlock, IdIndex, check_rows, open_embeddings
 from compatctl.store.columns import UTF8, column_type, same_column_types
+from compatctl.store.sources import check_columns_apply, check_named_columns
 
 
 @dataclasses.dataclass
@@ -49,22 +50,28 @@ class PairedSources:
     side_info_fingerprint: str | None
 
 
-def read_checked(path: Path | str):
-    """Open an embedding source and read all rows, rejecting NaN/Inf and duplicate ids."""
-    source = open_embeddings(path)
+def read_checked(path: Path | str, columns: dict | None = None):
+    """Open an embedding source and read all rows, rejecting NaN/Inf and duplicate ids.
+
+    ``columns``: --columns, given once for every input (ignored by formats without columns)."""
+    source = open_embeddings(path, columns, shared_columns=True)
     block = source.read_all()
     check_rows(str(path), block.embeddings, block.ids, block.labels)
     return source, block
 
 
-def pair_by_id(old_path, new_path, side_info_path=None, *, min_matched: int = 1) -> PairedSources:
+def pair_by_id(old_path, new_path, side_info_path=None, *, min_matched: int = 1,
+               columns: dict | None = None) -> PairedSources:
     """Match old and new rows by id (and take side-info rows for the same ids).
 
     Raises BadInputError when no ids overlap, fewer than ``min_matched`` pairs match, or the
     side-info set does not cover every id of the old set.
     """
-    old_source, old = read_checked(old_path)
-    new_source, new = read_checked(new_path)
+    check_columns_apply(columns, {"OLD_EMBEDDINGS": old_path, "NEW_EMBEDDINGS": new_path,
+                                  "--side-info": side_info_path})
+    old_source, old = read_checked(old_path, columns)
+    new_source, new = read_checked(new_path, columns)
+    check_named_columns(columns, {"OLD_EMBEDDINGS": old_source, "NEW_EMBEDDINGS": new_source})
     same_column_types("ids", {str(old_path): old.ids, str(new_path): new.ids})
     common, old_index, new_index = np.intersect1d(old.ids, new.ids, assume_unique=True, return_indices=True)
     if len(common) == 0:
@@ -75,7 +82,7 @@ def pair_by_id(old_path, new_path, side_info_path=None, *, min_matched: int = 1)
                             f"min_matched={min_matched}; embed more shared items or lower min_matched")
     side_info, side_fingerprint = None, None
     if side_info_path is not None:
-        side_source, side = read_checked(side_info_path)
+        side_source, side = read_checked(side_info_path, columns)
         same_column_types("ids", {str(old_path): old.ids, str(side_info_path): side.ids})
         side_info = _rows_for_ids(side, old.ids, side_info_path, old_path)[old_index]
         side_fingerprint = side_source.model_fingerprint
