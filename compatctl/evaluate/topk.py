@@ -9,8 +9,8 @@ merged in parallel pieces (numpy releases the GIL), so both cores work between G
 
 That is the numpy kernel. The default kernel, for cosine, hands each gallery block to faiss's
 ``knn`` (GEMM tiles and per-query heaps in C++) for the best k + 4 rows, and keeps ties by id
-by checking the boundary (see ``_faiss_block``); it measured 2.0x the numpy kernel's speed
-(benchmarks/topk_kernels.py). l2 (a per-row bias) stays on the numpy kernel.
+by checking the boundary (see ``_faiss_block``); it measured 1.2-2.0x the numpy kernel's speed
+(benchmarks/topk_kernels.py, shared machine). l2 (a per-row bias) stays on the numpy kernel.
 """
 
 from __future__ import annotations
@@ -166,7 +166,7 @@ def _faiss_block(query: Prepared, block: Prepared, top: RunningTopK, threads: in
     return self_rows, self_cols
 
 
-DEFAULT_KERNEL = "faiss"  # 2.0x the numpy kernel's speed, alternating (benchmarks/topk_kernels.py)
+DEFAULT_KERNEL = "faiss"  # 1.2-2.0x the numpy kernel's speed in three alternating runs (benchmarks/topk_kernels.py)
 
 
 def topk_only(queries: list[Prepared], gallery: Gallery, sums: MetricSums, progress=None,
