@@ -149,27 +149,53 @@ class Prepared:
         return self._groups
 
 
+_CONVERT_ROWS = 4096  # rows converted, checked and normalised together: the chunk stays in cache
+
+
 def prepare(block: EmbeddingBlock, dims: int, distance: Distance, *, gallery: bool, name: str = "") -> Prepared:
     """Cut to the first ``dims`` dims, normalise for cosine, add the l2 bias for a gallery block.
+
+    ``block.embeddings`` may be float16 (``native_blocks``): it is converted to float32 once,
+    chunk by chunk, each chunk checked and normalised while it is in cache. A float32 block is
+    used as it is when nothing changes it (l2), else copied once. Scores are the same bits
+    either way (each row's norm is the same float32 reduction).
 
     Raises:
         BadInputError: a row holds NaN or Inf (``name`` is the source named in the message).
     """
-    matrix = np.ascontiguousarray(block.embeddings[:, :dims], dtype=np.float32)
-    if distance.normalize and np.shares_memory(matrix, block.embeddings):
-        matrix = matrix.copy()  # normalised below: never in the caller's array
-    bad = ~np.isfinite(matrix).all(axis=1)
-    if bad.any():
-        raise BadInputError(f"{name or 'embeddings'}: {int(bad.sum())} rows hold NaN or Inf, first ids "
-                            f"{block.ids[bad][:5].tolist()}; drop or re-embed them")
-    if distance.normalize:
-        norms = np.sqrt(np.einsum("ij,ij->i", matrix, matrix, dtype=np.float32))
-        matrix /= np.maximum(norms, np.float32(1e-30))[:, None]  # a zero row scores 0 against all
+    stored = block.embeddings[:, :dims]
+    rows = len(stored)
+    if stored.dtype == np.float32 and stored.flags.c_contiguous and not distance.normalize:
+        matrix = stored  # read only below
+    else:
+        matrix = np.empty((rows, dims), np.float32)  # the one conversion/copy
+    squares = np.empty(rows, np.float32)
+    with np.errstate(invalid="ignore", over="ignore"):  # a row with NaN/Inf is refused just below
+        for first in range(0, rows, _CONVERT_ROWS):
+            chunk = matrix[first:first + _CONVERT_ROWS]
+            if matrix is not stored:
+                np.copyto(chunk, stored[first:first + _CONVERT_ROWS], casting="unsafe")
+            np.einsum("ij,ij->i", chunk, chunk, dtype=np.float32, out=squares[first:first + len(chunk)])
+            if distance.normalize:
+                chunk /= np.maximum(np.sqrt(squares[first:first + len(chunk)]), np.float32(1e-30))[:, None]
+    # A NaN or Inf makes its row's sum of squares non-finite (so can a huge finite value: look closer there).
+    suspects = np.flatnonzero(~np.isfinite(squares))
+    if len(suspects):
+        bad = suspects[~np.isfinite(np.asarray(stored[suspects], np.float32)).all(axis=1)]
+        if len(bad):
+            raise BadInputError(f"{name or 'embeddings'}: {len(bad)} rows hold NaN or Inf, first ids "
+                                f"{block.ids[bad][:5].tolist()}; drop or re-embed them")
     bias = None
     if gallery and distance.squared_norm_bias:
-        bias = np.float32(-0.5) * np.einsum("ij,ij->i", matrix, matrix, dtype=np.float32)
+        bias = np.float32(-0.5) * squares
     labels = None if block.labels is None else np.asarray(block.labels, np.int64)
     return Prepared(matrix, np.asarray(block.ids, np.int64), labels, bias)
+
+
+def stored_blocks(source, block_rows: int) -> Iterator[EmbeddingBlock]:
+    """A source's blocks with embeddings as stored (float16 too), for :func:`prepare` to convert once."""
+    native = getattr(source, "native_blocks", None)
+    return native(block_rows) if native is not None else source.iter_blocks(block_rows)
 
 
 def score(queries: Prepared, gallery: Prepared) -> np.ndarray:
@@ -208,7 +234,7 @@ class Gallery:
 
     def _read(self) -> Iterator[tuple[int, Prepared]]:
         start = 0
-        for block in self.source.iter_blocks(self.block_rows):
+        for block in stored_blocks(self.source, self.block_rows):
             yield start, prepare(block, self.dims, self.distance, gallery=True, name=source_name(self.source))
             start += len(block)
 
@@ -219,7 +245,7 @@ class Gallery:
 
 def query_blocks(source, dims: int, distance: Distance, block_rows: int) -> Iterator[Prepared]:
     """The query source, prepared block by block."""
-    for block in source.iter_blocks(block_rows):
+    for block in stored_blocks(source, block_rows):
         yield prepare(block, dims, distance, gallery=False, name=source_name(source))
 
 
@@ -265,6 +291,11 @@ class CodedSource:
 
     def iter_blocks(self, block_rows: int = 65536, part=(1, 1), verify: bool = True) -> Iterator[EmbeddingBlock]:
         for block in self._source.iter_blocks(block_rows, part=part, verify=verify):
+            yield self._code(block)
+
+    def native_blocks(self, block_rows: int = 65536, part=(1, 1), verify: bool = True) -> Iterator[EmbeddingBlock]:
+        native = getattr(self._source, "native_blocks", self._source.iter_blocks)
+        for block in native(block_rows, part=part, verify=verify):
             yield self._code(block)
 
     def read_all(self) -> EmbeddingBlock:

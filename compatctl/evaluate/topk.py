@@ -6,6 +6,11 @@ best rows so far. Per block only the rows that reach a query's current k-th scor
 so after the first blocks the work is one GEMM plus one comparison per score. The GEMM is cut
 into tiles that stay in cache until the comparisons have read them, and each tile's rows are
 merged in parallel pieces (numpy releases the GIL), so both cores work between GEMMs.
+
+That is the numpy kernel. The default kernel, for cosine, hands each gallery block to faiss's
+``knn`` (GEMM tiles and per-query heaps in C++) for the best k + 4 rows, and keeps ties by id
+by checking the boundary (see ``_faiss_block``); it measured 1.2-2.0x the numpy kernel's speed
+(benchmarks/topk_kernels.py, shared machine). l2 (a per-row bias) stays on the numpy kernel.
 """
 
 from __future__ import annotations
@@ -104,16 +109,82 @@ def _merge_block(query: Prepared, block: Prepared, top: RunningTopK, threads: in
     return self_rows, self_cols
 
 
+KERNELS = ("numpy", "faiss")
+_SLACK = 3  # faiss returns k + slack + 1 rows per query and block: room for the own row and ties
+
+
+def _faiss_block(query: Prepared, block: Prepared, top: RunningTopK, threads: int | None) -> tuple:
+    """:func:`_merge_block` through faiss's knn kernel (its GEMM tiles and heaps in C++), ties kept by id.
+
+    faiss keeps the best ``k + slack + 1`` rows of the block per query, in no set order among
+    equal scores. A query's candidates are exact when the smallest score returned is below its
+    k-th best (own row left out): every row scoring at least that k-th is then among them, and
+    the merge orders them by score, then id. Rows where it is not (ties across the boundary) are
+    scored again in numpy and merged from every column reaching their k-th score.
+    Cosine only (no l2 bias): the scores are the same float32 inner products as the numpy tiles'.
+    """
+    import os
+
+    # Idle OpenMP threads sleep instead of spinning (a spinning pool halved this kernel's speed on a
+    # shared 2-core machine: benchmarks/topk_kernels.py); only when faiss is loaded here first.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    import faiss  # here: start-up of an eval that needs no top-k kernel stays lean
+
+    from compatctl.evaluate.ranking import worker_count
+
+    self_rows = self_cols = np.zeros(0, np.int64)
+    columns = len(block.ids)
+    if not columns or not len(query.ids):
+        return self_rows, self_cols
+    positions, found = IdIndex(block.ids).locate(query.ids)
+    self_rows = np.flatnonzero(found)
+    self_cols = positions[self_rows]
+    k = top.k
+    wanted = min(k + _SLACK + 1, columns)
+    faiss.omp_set_num_threads(worker_count(threads))
+    faiss.cvar.distance_compute_blas_threshold = 0  # the GEMM path for any block (small ones too)
+    values, cols = faiss.knn(query.matrix, block.matrix, wanted, metric=faiss.METRIC_INNER_PRODUCT)
+    smallest = values[:, -1].copy()  # faiss sorts each row's results, best first: no row left out beats this
+    own = np.full(len(query.ids), -1, np.int64)
+    own[self_rows] = self_cols
+    values[cols == own[:, None]] = -np.inf  # leave-one-out
+    if wanted == columns:  # the whole block came back
+        exact = np.ones(len(query.ids), bool)
+    else:  # k + 1 <= wanted: at least k rows besides the own one
+        exact = smallest < -np.partition(-values, k - 1, axis=1)[:, k - 1]
+    rows, slots = np.nonzero(exact[:, None] & (values > -np.inf))
+    picked = cols[rows, slots]
+    top._keep_best(rows, values[rows, slots], block.ids[picked], block.labels[picked])
+    for first in range(0, len(tied := np.flatnonzero(~exact)), TILE_ROWS):  # exact ties across the boundary
+        part = tied[first:first + TILE_ROWS]
+        scores = query.matrix[part] @ block.matrix.T
+        mine = own[part] >= 0
+        scores[np.flatnonzero(mine), own[part][mine]] = -np.inf
+        bound = -np.partition(-scores, k - 1, axis=1)[:, k - 1]
+        hit_rows, hit_cols = np.nonzero((scores >= bound[:, None]) & (scores > -np.inf))
+        top._keep_best(part[hit_rows], scores[hit_rows, hit_cols], block.ids[hit_cols], block.labels[hit_cols])
+    return self_rows, self_cols
+
+
+DEFAULT_KERNEL = "faiss"  # 1.2-2.0x the numpy kernel's speed in three alternating runs (benchmarks/topk_kernels.py)
+
+
 def topk_only(queries: list[Prepared], gallery: Gallery, sums: MetricSums, progress=None,
-              threads: int | None = None) -> None:
-    """Add every query block's top-k hits to ``sums``; reads the gallery once."""
+              threads: int | None = None, kernel: str | None = None) -> None:
+    """Add every query block's top-k hits to ``sums``; reads the gallery once.
+
+    ``kernel``: "faiss" (the default: faiss.knn per gallery block; cosine only, l2 stays on
+    numpy) or "numpy" (GEMM tiles and a vectorised merge). Both keep ties by id.
+    """
+    kernel = kernel or DEFAULT_KERNEL
+    merge = _faiss_block if kernel == "faiss" and gallery.distance.normalize else _merge_block
     tops = [RunningTopK(len(q.ids), max(sums.ks)) for q in queries]
     own_label = [np.full(len(q.ids), -1, np.int64) for q in queries]
     own_found = [np.zeros(len(q.ids), bool) for q in queries]
     gallery_labels = []
     for start, block in gallery.blocks():
         for query, top, found, label in zip(queries, tops, own_found, own_label):
-            rows, cols = _merge_block(query, block, top, threads)
+            rows, cols = merge(query, block, top, threads)
             found[rows], label[rows] = True, block.labels[cols]
         gallery_labels.append(block.labels)
         report_progress(progress, "top-k", start + len(block.ids), gallery.rows)

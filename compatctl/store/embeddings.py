@@ -460,16 +460,23 @@ class EmbeddingSet(EmbeddingSource):
             return None
         return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
-    def _shard_block(self, handle, start: int, stop: int) -> EmbeddingBlock:
+    def _shard_block(self, handle, start: int, stop: int, native: bool = False) -> EmbeddingBlock:
         read = lambda n: self._read(handle, n, start, stop)  # noqa: E731
-        return EmbeddingBlock(read("embeddings").astype(np.float32, copy=False), read("ids"),
+        embeddings = read("embeddings")
+        return EmbeddingBlock(embeddings if native else embeddings.astype(np.float32, copy=False), read("ids"),
                               read("labels"), read("provenance"), read("uncertainty"))
 
-    def segment_blocks(self, index: int, block_rows: int = 65536, verify: bool = True) -> Iterator[EmbeddingBlock]:
+    def segment_blocks(self, index: int, block_rows: int = 65536, verify: bool = True,
+                       native: bool = False) -> Iterator[EmbeddingBlock]:
         handle = self._open_shard(index, verify)
         rows = self.shards[index]["rows"]
         for start in range(0, rows, block_rows):
-            yield self._shard_block(handle, start, min(start + block_rows, rows))
+            yield self._shard_block(handle, start, min(start + block_rows, rows), native)
+
+    def native_blocks(self, block_rows: int = 65536, part: tuple[int, int] = (1, 1),
+                      verify: bool = True) -> Iterator[EmbeddingBlock]:
+        for index in self.part_segments(part):  # float16 shards stay float16: the reader converts once
+            yield from self.segment_blocks(index, block_rows, verify, native=True)
 
     def read_range(self, start: int, stop: int, verify: bool = True) -> EmbeddingBlock:
         starts = self._offsets()
@@ -509,7 +516,10 @@ class EmbeddingFile(MemorySource):
         if provenance is not None and not np.isin(provenance, np.arange(len(PROVENANCE))).all():
             raise BadInputError(f"{where}: 'provenance' must hold 0 (native), 1 (transformed) or 2 (backfilled); "
                                 "drop the array to mark every row native")
-        self.block = EmbeddingBlock(embeddings.astype(np.float32, copy=False), ids, labels,
+        # Held as stored (float16 stays float16): reads convert only the rows they return, so an
+        # evaluation converts each block once, fused with its normalisation (no whole float32 copy).
+        self.block = EmbeddingBlock(embeddings if embeddings.dtype in (np.float16, np.float32)
+                                    else embeddings.astype(np.float32), ids, labels,
                                     None if provenance is None else provenance.astype(np.uint8),
                                     None if uncertainty is None else uncertainty.astype(np.float32))
         self._describe_block()

@@ -13,6 +13,10 @@ an in-memory block. What a source answers:
 - ``iter_blocks(block_rows, part)``: rows streamed in blocks; memory is set by ``block_rows``.
   Rows are grouped in *segments* of ``segment_rows`` (a set's shards; 65,536 rows elsewhere);
   ``part=(I, N)`` streams segments ``i`` with ``i % N == I - 1`` (``--part`` workers);
+- ``native_blocks(block_rows, part)``: the same blocks with the embeddings in the stored float
+  dtype (float16 stays float16; possibly read-only views), for readers that convert once
+  themselves (evaluation converts and normalises in one pass); formats that have nothing to
+  save return ``iter_blocks``;
 - ``segment_blocks(i)`` / ``column(name, segment)``: one segment, or one column (ids, labels,
   provenance, uncertainty) without the embeddings where the format allows;
 - ``read_rows(ids)``: rows by id, in the order asked;
@@ -94,6 +98,11 @@ class EmbeddingSource(abc.ABC):
         """Stream rows in blocks of at most ``block_rows``, segment by segment (``part``: see module doc)."""
         for index in self.part_segments(part):
             yield from self.segment_blocks(index, block_rows, verify)
+
+    def native_blocks(self, block_rows: int = 65536, part: tuple[int, int] = (1, 1),
+                      verify: bool = True) -> Iterator[EmbeddingBlock]:
+        """:meth:`iter_blocks` with embeddings in the stored dtype (float16 or float32; do not modify them)."""
+        return self.iter_blocks(block_rows, part, verify)
 
     def column(self, name: str, segment: int | None = None, verify: bool = True) -> np.ndarray | None:
         """One per-row column (``ids``, ``labels``, ``provenance``, ``uncertainty``) of the whole source
@@ -188,7 +197,10 @@ class EmbeddingSource(abc.ABC):
 
 
 class MemorySource(EmbeddingSource):
-    """An in-memory EmbeddingBlock seen through the source interface (tests, library callers)."""
+    """An in-memory EmbeddingBlock seen through the source interface (tests, library callers).
+
+    ``block.embeddings`` may be float16 (a file read as stored): reads convert only the rows they return.
+    """
 
     format = "memory"
 
@@ -208,11 +220,17 @@ class MemorySource(EmbeddingSource):
         self.label_type = None if block.labels is None else column_type(block.labels)
 
     def read_range(self, start: int, stop: int, verify: bool = True) -> EmbeddingBlock:
-        return self.block.take(slice(start, stop))
+        return _as_float32(self.block.take(slice(start, stop)))
 
     def iter_blocks(self, block_rows: int = 65536, part=(1, 1), verify: bool = True) -> Iterator[EmbeddingBlock]:
         for index in self.part_segments(part):
             yield from self.segment_blocks(index, block_rows)
+
+    def native_blocks(self, block_rows: int = 65536, part=(1, 1), verify: bool = True) -> Iterator[EmbeddingBlock]:
+        for index in self.part_segments(part):
+            start, stop = self.segment_bounds(index)
+            for first in range(start, stop, block_rows):
+                yield self.block.take(slice(first, min(first + block_rows, stop)))
 
     def column(self, name: str, segment: int | None = None, verify: bool = True) -> np.ndarray | None:
         values = getattr(self.block, name)
@@ -221,7 +239,14 @@ class MemorySource(EmbeddingSource):
         return values[slice(*self.segment_bounds(segment))]
 
     def read_all(self) -> EmbeddingBlock:
-        return self.block
+        return _as_float32(self.block)
+
+
+def _as_float32(block: EmbeddingBlock) -> EmbeddingBlock:
+    """The block with float32 embeddings (converted here when held as float16: one block at a time)."""
+    if block.embeddings.dtype == np.float32:
+        return block
+    return dataclasses.replace(block, embeddings=block.embeddings.astype(np.float32))
 
 
 def as_source(source) -> EmbeddingSource:
