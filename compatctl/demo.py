@@ -62,7 +62,6 @@ def prepare_out(out: Path) -> None:
 def _train(settings: DemoSettings, out: Path, name: str, progress: Progress | None,
            old: Path | None = None, overrides: tuple[str, ...] = ()) -> Path:
     from compatctl.train.config import load_train_config
-    from compatctl.train.trainer import train_model
 
     method = "independent" if name == "old" else name
     # New models get another seed than the old one: the same seed means the same initial
@@ -72,15 +71,20 @@ def _train(settings: DemoSettings, out: Path, name: str, progress: Progress | No
         f"data={settings.data}", f"arch={settings.arch}", f"embedding_dim={settings.embedding_dim}",
         f"epochs={settings.epochs}", f"seed={seed}", f"method={method}",
         f"classes={'first_half' if name == 'old' else 'all'}", *overrides])
-    step = f"train {name}"
+    return train_step(config, out / name, f"train {name}", settings.epochs, progress, old)
+
+
+def train_step(config, out_dir: Path, step: str, epochs: int, progress: Progress | None, old: Path | None) -> Path:
+    """``train_model`` under the demo's progress bar for ``step`` (also used by the series demo)."""
+    from compatctl.train.trainer import train_model
 
     def on_event(event: dict) -> None:
         if progress is not None and event.get("event") in ("start", "epoch"):
-            progress(step, event.get("epoch", 0), settings.epochs)
+            progress(step, event.get("epoch", 0), epochs)
 
-    model = train_model(config, out_dir=out / name, old_model=old, progress=on_event)
+    model = train_model(config, out_dir=out_dir, old_model=old, progress=on_event)
     if progress is not None:
-        progress(step, settings.epochs, settings.epochs)  # done: the bar ends full whatever the last event was
+        progress(step, epochs, epochs)  # done: the bar ends full whatever the last event was
     return model
 
 

@@ -16,7 +16,7 @@ import dataclasses
 import time
 from pathlib import Path
 
-from compatctl.demo import DemoSettings, Progress, _embed, _fit, _stage, prepare_out
+from compatctl.demo import DemoSettings, Progress, _embed, _fit, _stage, prepare_out, train_step
 from compatctl.store import atomic_write_json
 
 SERIES_METHODS = ("bt2", "bct")
@@ -39,22 +39,12 @@ def _num_classes(data: str) -> int:
 def _train(settings: DemoSettings, out: Path, name: str, version: str, method: str, progress: Progress | None,
            num_classes: int, old: Path | None = None, overrides: tuple[str, ...] = ()) -> Path:
     from compatctl.train.config import load_train_config
-    from compatctl.train.trainer import train_model
 
     config = load_train_config(None, [
         f"data={settings.data}", f"arch={settings.arch}", f"epochs={settings.epochs}", f"method={method}",
         f"seed={settings.seed + VERSIONS.index(version)}", version_classes(version, num_classes),
         f"embedding_dim={settings.embedding_dim}", *overrides])
-    step = f"train {name}"
-
-    def on_event(event: dict) -> None:
-        if progress is not None and event.get("event") in ("start", "epoch"):
-            progress(step, event.get("epoch", 0), settings.epochs)
-
-    model = train_model(config, out_dir=out / name, old_model=old, progress=on_event)
-    if progress is not None:
-        progress(step, settings.epochs, settings.epochs)
-    return model
+    return train_step(config, out / name, f"train {name}", settings.epochs, progress, old)
 
 
 def train_series(settings: DemoSettings, out: Path, progress: Progress | None,

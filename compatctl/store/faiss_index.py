@@ -21,7 +21,7 @@ import numpy as np
 from compatctl.errors import BadInputError
 from compatctl.store.blocks import EmbeddingBlock
 from compatctl.store.columns import INT64, UTF8, checked_column, column_type, decode_text, encode_text
-from compatctl.store.sources import EmbeddingSource
+from compatctl.store.sources import EmbeddingSource, HeldColumns
 
 READABLE = "Flat (IndexFlatIP/IndexFlatL2) and IDMap/IDMap2 over Flat"
 METRICS = {"ip": 0, "l2": 1}  # faiss.METRIC_INNER_PRODUCT, faiss.METRIC_L2
@@ -31,7 +31,7 @@ def meta_file(index_path: Path) -> Path:
     return Path(str(index_path) + ".meta.npz")
 
 
-class FaissIndexSource(EmbeddingSource):
+class FaissIndexSource(HeldColumns, EmbeddingSource):
     """A Flat (optionally IDMap/IDMap2-wrapped) faiss index read as rows."""
 
     format = "faiss"
@@ -103,16 +103,7 @@ class FaissIndexSource(EmbeddingSource):
     def read_range(self, start: int, stop: int, verify: bool = True) -> EmbeddingBlock:
         embeddings = self._inner.reconstruct_n(start, stop - start) if stop > start else \
             np.zeros((0, self.dim), np.float32)
-        pick = lambda values: None if values is None else values[start:stop]  # noqa: E731
-        return EmbeddingBlock(np.asarray(embeddings, np.float32), self._ids[start:stop], pick(self._labels),
-                              pick(self._provenance), pick(self._uncertainty))
-
-    def column(self, name: str, segment: int | None = None, verify: bool = True) -> np.ndarray | None:
-        values = {"ids": self._ids, "labels": self._labels, "provenance": self._provenance,
-                  "uncertainty": self._uncertainty}.get(name)
-        if values is None or segment is None:
-            return values
-        return values[slice(*self.segment_bounds(segment))]
+        return self._block(embeddings, start, stop)
 
     def files(self) -> list[Path]:
         return [self.path] + ([meta_file(self.path)] if meta_file(self.path).is_file() else [])

@@ -22,7 +22,7 @@ import numpy as np
 from compatctl.errors import BadInputError
 from compatctl.store.blocks import EmbeddingBlock
 from compatctl.store.columns import column_type
-from compatctl.store.sources import EmbeddingSource, column_names
+from compatctl.store.sources import EmbeddingSource, HeldColumns, column_names
 
 EMBEDDING_FOLDER, METADATA_FOLDER = "img_emb", "metadata"
 
@@ -31,7 +31,7 @@ def natural_key(path: Path) -> list:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
 
 
-class NpyFolderSource(EmbeddingSource):
+class NpyFolderSource(HeldColumns, EmbeddingSource):
     """A folder of memory-mapped ``.npy`` shards with optional Parquet metadata."""
 
     format = "npy-folder"
@@ -171,16 +171,7 @@ class NpyFolderSource(EmbeddingSource):
         embeddings = np.concatenate(parts) if len(parts) != 1 else parts[0]
         if not parts:
             embeddings = np.zeros((0, self.dim), np.float32)
-        pick = lambda values: None if values is None else values[start:stop]  # noqa: E731
-        return EmbeddingBlock(embeddings, self._ids[start:stop], pick(self._labels), pick(self._provenance),
-                              pick(self._uncertainty))
-
-    def column(self, name: str, segment: int | None = None, verify: bool = True) -> np.ndarray | None:
-        values = {"ids": self._ids, "labels": self._labels, "provenance": self._provenance,
-                  "uncertainty": self._uncertainty}.get(name)
-        if values is None or segment is None:
-            return values
-        return values[slice(*self.segment_bounds(segment))]
+        return self._block(embeddings, start, stop)
 
     def files(self) -> list[Path]:
         return [*self._shards, *self._metadata_files()]

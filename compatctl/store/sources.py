@@ -196,6 +196,27 @@ class EmbeddingSource(abc.ABC):
         return {}
 
 
+class HeldColumns:
+    """For sources that hold their per-row columns in memory (``_ids``, ``_labels``, ``_provenance``,
+    ``_uncertainty``; None when absent) and read only the embeddings from disk."""
+
+    _ids: np.ndarray
+    _labels = _provenance = _uncertainty = None
+
+    def _block(self, embeddings: np.ndarray, start: int, stop: int) -> EmbeddingBlock:
+        """Rows [start, stop): the given embeddings with their held columns."""
+        pick = lambda values: None if values is None else values[start:stop]  # noqa: E731
+        return EmbeddingBlock(np.asarray(embeddings, np.float32), self._ids[start:stop], pick(self._labels),
+                              pick(self._provenance), pick(self._uncertainty))
+
+    def column(self, name: str, segment: int | None = None, verify: bool = True) -> np.ndarray | None:
+        values = {"ids": self._ids, "labels": self._labels, "provenance": self._provenance,
+                  "uncertainty": self._uncertainty}.get(name)
+        if values is None or segment is None:
+            return values
+        return values[slice(*self.segment_bounds(segment))]
+
+
 class MemorySource(EmbeddingSource):
     """An in-memory EmbeddingBlock seen through the source interface (tests, library callers).
 
