@@ -21,14 +21,7 @@ from pathlib import Path
 from statistics import median
 
 import numpy as np
-
-_WRAPPER = """
-import resource, subprocess, sys, time
-started = time.perf_counter()
-subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL)
-print(time.perf_counter() - started, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
-"""
-
+from _measure import PEAK_RSS_WRAPPER
 
 def write_inputs(root: Path, rows: int, queries: int, dim: int, classes: int) -> dict[str, Path]:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -56,7 +49,7 @@ def write_inputs(root: Path, rows: int, queries: int, dim: int, classes: int) ->
 def run_eval(root: Path, args: list[str], workdir: Path, report: Path) -> tuple[float, float, dict]:
     command = [sys.executable, "-m", "compatctl", "eval", *args, "--json", str(report)]
     env = {"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-c", _WRAPPER, *command], check=True, capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-c", PEAK_RSS_WRAPPER, *command], check=True, capture_output=True, text=True,
                           cwd=workdir, env=env)
     wall, peak = (float(x) for x in done.stdout.split()[-2:])
     return wall, peak, json.loads(report.read_text())["metrics"]

@@ -34,6 +34,7 @@ from pathlib import Path
 from statistics import median
 
 import numpy as np
+from _measure import PEAK_RSS_WRAPPER
 
 from compatctl.evaluate import backfill_curve, evaluate
 from compatctl.store import EmbeddingBlock, EmbeddingSetWriter, open_embeddings
@@ -116,14 +117,6 @@ def naive_reference(embeddings: np.ndarray, labels: np.ndarray) -> dict:
     return {"top1": top1 / n, "top5": top5 / n, "map": float(np.mean(aps))}
 
 
-_PEAK_RSS_WRAPPER = """
-import resource, subprocess, sys, time
-started = time.perf_counter()
-subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL)
-print(time.perf_counter() - started, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
-"""
-
-
 def large_topk(queries: int, gallery_rows: int, dim: int, classes: int, root: Path) -> dict:
     """Write a float16 sharded gallery, run `compatctl eval --no-map` in a subprocess; time and peak RSS."""
     gallery_dir, query_path = root / "gallery", root / "queries.npz"
@@ -140,7 +133,7 @@ def large_topk(queries: int, gallery_rows: int, dim: int, classes: int, root: Pa
                "--json", str(report_path)]
     # A lean wrapper runs eval as its child: a child forked from this (big) process would report
     # this process's RSS as its own peak, so the wrapper reads RUSAGE_CHILDREN of its own child.
-    measured = subprocess.run([sys.executable, "-c", _PEAK_RSS_WRAPPER, *command], check=True,
+    measured = subprocess.run([sys.executable, "-c", PEAK_RSS_WRAPPER, *command], check=True,
                               capture_output=True, text=True)
     wall, peak_mb = (float(x) for x in measured.stdout.split()[-2:])
     report = json.loads(report_path.read_text())

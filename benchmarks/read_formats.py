@@ -17,13 +17,12 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _measure import run_phase  # noqa: E402
 from store_memory import write  # noqa: E402  (the set writer of the store benchmark)
 
 
@@ -43,16 +42,6 @@ def stream(path: str, block_rows: int) -> None:
         total += float(block.embeddings[:, 0].sum())
         rows += len(block)
     print(rows, total)
-
-
-def run_phase(args: list[str]) -> tuple[float, float]:
-    """Run one phase in a child process; return (seconds, the child's own peak RSS in MB)."""
-    start = time.perf_counter()
-    child = subprocess.Popen([sys.executable, __file__, *args], stdout=subprocess.DEVNULL)
-    _, status, usage = os.wait4(child.pid, 0)
-    if status != 0:
-        raise SystemExit(f"phase {args} failed with status {status}")
-    return time.perf_counter() - start, usage.ru_maxrss / 1024
 
 
 def disk_mb(path: Path) -> float:
@@ -81,14 +70,14 @@ def main() -> None:
         paths = {"compatctl set": Path(tmp) / "set", "parquet": Path(tmp) / "t.parquet", "npy folder": Path(tmp) / "npy"}
         sizes = ["--rows", str(args.rows), "--dim", str(args.dim), "--block-rows", str(args.block_rows),
                  "--shard-rows", str(args.shard_rows)]
-        setup = {"write set": run_phase(["--phase", "write", "--path", str(paths["compatctl set"]), *sizes])}
+        setup = {"write set": run_phase(__file__, ["--phase", "write", "--path", str(paths["compatctl set"]), *sizes])}
         for name, phase in (("parquet", "export-parquet"), ("npy folder", "export-npy")):
-            setup[f"export {name}"] = run_phase(["--phase", phase, "--path", str(paths["compatctl set"]),
+            setup[f"export {name}"] = run_phase(__file__, ["--phase", phase, "--path", str(paths["compatctl set"]),
                                                  "--out", str(paths[name]), *sizes])
         runs = {name: [] for name in paths}
         for _ in range(args.rounds):
             for name, path in paths.items():
-                runs[name].append(run_phase(["--phase", "stream", "--path", str(path), *sizes]))
+                runs[name].append(run_phase(__file__, ["--phase", "stream", "--path", str(path), *sizes]))
         print(f"{args.rows:,} x {args.dim} float16; blocks of {args.block_rows:,} rows; {args.rounds} alternating rounds")
         print(f"{'setup':<20} {'seconds':>8} {'peak RSS MB':>12}")
         for name, (seconds, rss) in setup.items():

@@ -8,12 +8,10 @@ Each phase runs in its own subprocess so its peak RSS (ru_maxrss) is its own.
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
+
+from _measure import run_phase
 
 
 def write(path: str, rows: int, dim: int, shard_rows: int) -> None:
@@ -42,16 +40,6 @@ def stream(path: str, block_rows: int) -> None:
     print(total)
 
 
-def run_phase(args: list[str]) -> tuple[float, float]:
-    """Run one phase in a child process; return (seconds, the child's own peak RSS in MB)."""
-    start = time.perf_counter()
-    child = subprocess.Popen([sys.executable, __file__, *args], stdout=subprocess.DEVNULL)
-    _, status, usage = os.wait4(child.pid, 0)
-    if status != 0:
-        raise SystemExit(f"phase {args[1]} failed with status {status}")
-    return time.perf_counter() - start, usage.ru_maxrss / 1024
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=2_000_000)
@@ -68,8 +56,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = str(Path(tmp) / "emb")
         common = ["--rows", str(args.rows), "--dim", str(args.dim), "--path", path]
-        w_time, w_rss = run_phase(["--phase", "write", "--shard-rows", str(args.shard_rows), *common])
-        s_time, s_rss = run_phase(["--phase", "stream", "--block-rows", str(args.block_rows), *common])
+        w_time, w_rss = run_phase(__file__, ["--phase", "write", "--shard-rows", str(args.shard_rows), *common])
+        s_time, s_rss = run_phase(__file__, ["--phase", "stream", "--block-rows", str(args.block_rows), *common])
         size_mb = sum(f.stat().st_size for f in Path(path).iterdir()) / 1e6
     print(f"embedding set: {args.rows:,} x {args.dim} float16, {size_mb:,.0f} MB on disk")
     print(f"{'phase':<8} {'seconds':>8} {'rows/s':>12} {'peak RSS MB':>12}")
