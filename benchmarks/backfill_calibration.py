@@ -117,12 +117,10 @@ def bias(queries: EmbeddingBlock, h: np.ndarray, new: EmbeddingBlock) -> dict:
 
 def load_synthetic(root: Path):
     """backfill_orders.py's synthetic update: 3,000 items, 20 classes, the old model poor on half of them."""
-    rng = np.random.default_rng(0)
-    rows, classes = 3000, 20
-    labels = rng.integers(0, classes, rows)
-    new = rng.normal(size=(classes, 32))[labels] + 1.2 * rng.normal(size=(rows, 32))
-    known = np.where(labels < classes // 2, 1.0, 0.25)[:, None]
-    old = known * (new @ rng.normal(size=(32, 16)) / 4) + 0.6 * rng.normal(size=(rows, 16))
+    from backfill_orders import synthetic_update
+
+    old, new, labels = synthetic_update()
+    rows = len(labels)
     test = np.arange(rows) < 1000
     return _split(old, new, labels, np.arange(rows), test)
 

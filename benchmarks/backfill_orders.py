@@ -92,19 +92,24 @@ def curve(queries: EmbeddingBlock, transformed: EmbeddingBlock, new: EmbeddingBl
     return {name: (result["auc"][name], result[name]) for name in ("top1", "map")}
 
 
-def synthetic(root: Path) -> tuple[Path, Path, Path, None]:
-    """Clustered new embeddings, old = a lossy view (poorer on half the classes), an mlp transform."""
-    from compatctl.store import write_embedding_set
-    from compatctl.transform import fit_transform, load_transform_config
-
+def synthetic_update(rows: int = 3000, classes: int = 20) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(old [rows, 16], new [rows, 32], labels): clustered new embeddings, old a lossy view of them."""
     rng = np.random.default_rng(0)
-    rows, classes = 3000, 20
     labels = rng.integers(0, classes, rows)
     new = rng.normal(size=(classes, 32))[labels] + 1.2 * rng.normal(size=(rows, 32))
     # As in the protocol, the old model knew only half the classes: it keeps little of the rest.
     known = np.where(labels < classes // 2, 1.0, 0.25)[:, None]
     old = known * (new @ rng.normal(size=(32, 16)) / 4) + 0.6 * rng.normal(size=(rows, 16))
-    ids = np.arange(rows)
+    return old, new, labels
+
+
+def synthetic(root: Path) -> tuple[Path, Path, Path, None]:
+    """Clustered new embeddings, old = a lossy view (poorer on half the classes), an mlp transform."""
+    from compatctl.store import write_embedding_set
+    from compatctl.transform import fit_transform, load_transform_config
+
+    old, new, labels = synthetic_update()
+    ids = np.arange(len(labels))
     write_embedding_set(root / "old", EmbeddingBlock(old.astype(np.float32), ids, labels), header={"model_fingerprint": "o"})
     write_embedding_set(root / "new", EmbeddingBlock(new.astype(np.float32), ids, labels), header={"model_fingerprint": "n"})
     fit_transform(root / "old", root / "new", root / "t.safetensors",
