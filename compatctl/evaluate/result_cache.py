@@ -4,7 +4,7 @@ A CI gate re-evaluates the same baseline (old/old) and ceiling (new/new) on ever
 candidate changes. ``compare(..., cache_dir=DIR)`` stores those two evaluations here and reuses
 them while the key matches. The key is the sha256 of:
 
-- each input's content: a file's sha256; an embedding set's manifest (it records the sha256 and
+- each input's content: a file's sha256 (with its renamed ``--columns``); an embedding set's manifest (it records the sha256 and
   size of every shard, and every shard is checked against it when read); an in-memory block's bytes;
 - every option that changes a number (distance, top-k, dims, mAP@R, metrics, the qrels file's sha256);
 - the evaluation code itself (the sha256 of compatctl/evaluate/*.py) and the cache format.
@@ -50,8 +50,9 @@ def source_digest(source) -> str:
     path = Path(str(getattr(inner, "path", "")))
     if getattr(inner, "manifest", None) is not None and path.is_dir():
         return hashlib.sha256(json.dumps(inner.manifest, sort_keys=True).encode()).hexdigest()
-    if path.is_file():
-        return file_sha256(path)
+    if path.is_file():  # one file read through renamed --columns is another content
+        with_columns = getattr(inner, "_with_columns", None)
+        return with_columns(file_sha256(path)) if with_columns is not None else file_sha256(path)
     block, digest = inner.read_all(), hashlib.sha256()
     for name in ("embeddings", "ids", "labels"):
         values = getattr(block, name)

@@ -97,3 +97,24 @@ def test_cache_inside_an_input_set_is_refused(tmp_path):
     with pytest.raises(BadInputError, match="lies inside the input"):
         compare(old, old, baseline=old, cache_dir=tmp_path / "old" / "cache")
     assert not (tmp_path / "old" / "cache").exists()
+
+
+def test_one_parquet_file_through_two_column_mappings_is_two_entries(three, tmp_path):  # noqa: F811
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    folder, sets = three
+    old, new = sets["old"], sets["new"]
+    table = pa.table({"id": old.ids, "label": old.labels,
+                      "old_vec": list(old.embeddings), "new_vec": list(new.embeddings)})
+    path = tmp_path / "both.parquet"
+    pq.write_table(table, path)
+    cand = open_embeddings(folder / "cand.npz")
+    cache = tmp_path / "cache"
+    through_old = compare(cand, cand, baseline=open_embeddings(path, {"embedding": "old_vec"}), cache_dir=cache)
+    through_new = compare(cand, cand, baseline=open_embeddings(path, {"embedding": "new_vec"}), cache_dir=cache)
+    assert through_new.report["comparison"]["baseline"]["cache"] == "stored"  # a miss, not the old_vec entry
+    assert len(list(cache.glob("*.npz"))) == 2
+    plain = compare(cand, cand, baseline=open_embeddings(path, {"embedding": "new_vec"}))
+    assert through_new.report["baseline"] == plain.report["baseline"]
+    assert through_old.report["baseline"] != through_new.report["baseline"]
