@@ -45,11 +45,22 @@ def fit_transform_cli(
                   lineage={"old_fingerprint": model_fingerprint_of(old_embeddings),
                            "new_fingerprint": model_fingerprint_of(new_embeddings)})
     cfg = load_transform_config(config, overrides or [])
-    with make_progress() as progress:
-        task = progress.add_task(f"fit {cfg.kind}", total=cfg.epochs if cfg.kind in ("mlp", "auto") else 1, rate="")
+    progress, tasks = make_progress(), []  # the bar starts with the first epoch: a bad input prints one line
+
+    def show(event: dict) -> None:
+        if not tasks:
+            progress.start()
+            tasks.append(progress.add_task(f"fit {cfg.kind}", total=cfg.epochs, rate=""))
+        _show(progress, tasks[0], event)
+
+    try:
         report = fit_transform(old_embeddings, new_embeddings, out, side_info_path=side_info, config=cfg,
-                               columns=mapping, progress=lambda event: _show(progress, task, event))
-        progress.update(task, completed=progress.tasks[0].total)
+                               columns=mapping, progress=show)
+        if tasks:
+            progress.update(tasks[0], completed=progress.tasks[0].total)
+    finally:
+        if tasks:
+            progress.stop()
     for note in report["notes"]:
         err_console.print(f"note: {note}")
     _candidates(report.get("candidates"))

@@ -43,6 +43,7 @@ def test_config_file_and_override(runner, pair):
 def _assert_bad(result, text, *fragments):
     assert result.exit_code == 2, text
     assert "Traceback" not in text and "error:" in text
+    assert len([line for line in text.splitlines() if line.strip()]) == 1, text  # no progress bar before it
     for fragment in fragments:
         assert fragment in text, text
 
